@@ -1,0 +1,214 @@
+"""Data: the Groove MIDI Dataset, a user's folder of MIDI, and training windows."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+import statistics
+import tempfile
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .archive import download, safe_extract
+from .constants import GMD_SHA256, GMD_URL
+from .pattern import MidiError, Pattern
+from .tokenizer import Tokenizer
+
+ENV_VAR = "DRUMGEN_DATA"
+DEFAULT_GMD = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "groove"
+WINDOW_BARS = 8  # bars in a training example; 8 bars is about 270 tokens
+WINDOW_STRIDE = 4
+
+
+@dataclass(frozen=True)
+class Record:
+    """One MIDI file with its labels."""
+
+    path: Path
+    style: str
+    split: str = "train"  # train, validation or test
+    fill: bool = False  # GMD's beat_type == "fill"
+    bpm: float | None = None
+    drummer: str = ""
+
+
+@dataclass
+class Dataset:
+    records: list[Record]
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+
+    @property
+    def styles(self) -> list[str]:
+        return sorted({r.style for r in self.records})
+
+    def split(self, name: str) -> list[Record]:
+        return [r for r in self.records if r.split == name]
+
+
+def default_data_dir() -> Path | None:
+    """$DRUMGEN_DATA, else ../shared/data/groove beside the checkout, if it exists."""
+    env = os.environ.get(ENV_VAR)
+    if env:
+        return Path(env)
+    return DEFAULT_GMD if DEFAULT_GMD.is_dir() else None
+
+
+def load(root: str | os.PathLike) -> Dataset:
+    """GMD (a folder with info.csv) or a user's folder of MIDI files."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"no data folder at {root}")
+    return load_gmd(root) if (root / "info.csv").is_file() else load_folder(root)
+
+
+def load_gmd(root: Path) -> Dataset:
+    records, skipped = [], []
+    with open(root / "info.csv", newline="") as f:
+        for row in csv.DictReader(f):
+            path = root / row["midi_filename"]
+            if not path.is_file():
+                skipped.append((path, "listed in info.csv but missing"))
+                continue
+            records.append(Record(path, row["style"].split("/")[0].lower(), row["split"],
+                                  row["beat_type"] == "fill", float(row["bpm"]), row["drummer"]))
+    return Dataset(records, skipped)
+
+
+def style_name(text: str) -> str:
+    """A folder or prefix as a style name: lower case, words joined by `_`."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")
+
+
+def load_folder(root: Path, validation_share: float = 0.1) -> Dataset:
+    """MIDI files under `root`, styled by their subfolder (`mydata/dilla/x.mid`) or, at the top
+    level, by their filename prefix (`jdilla_001.mid`). One file in ten goes to validation, by a
+    hash of its path, so the split is stable when files are added."""
+    records, skipped = [], []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.name.startswith("."):
+            continue
+        if path.suffix.lower() not in (".mid", ".midi"):
+            skipped.append((path, "not a .mid or .midi file"))
+            continue
+        rel = path.relative_to(root)
+        label = rel.parts[0] if len(rel.parts) > 1 else re.split(r"[_\-\s]", path.stem)[0]
+        style = style_name(label)
+        if not style or (len(rel.parts) == 1 and style == style_name(path.stem)):
+            skipped.append((path, "no style: put it in a style folder or name it style_name.mid"))
+            continue
+        digest = int(hashlib.sha1(str(rel).encode()).hexdigest(), 16) % 1000
+        split = "validation" if digest < validation_share * 1000 else "train"
+        records.append(Record(path, style, split, "fill" in path.stem.lower()))
+    if not records:
+        raise FileNotFoundError(f"no labelled MIDI files under {root}")
+    return Dataset(records, skipped)
+
+
+def read_patterns(records: Iterable[Record], skipped: list[tuple[Path, str]] | None = None,
+                  progress: Callable[[int], None] | None = None) -> list[tuple[Record, Pattern]]:
+    """Parse each record's MIDI; a file that fails is appended to `skipped` with its reason."""
+    out = []
+    for i, record in enumerate(records):
+        try:
+            pattern = Pattern.from_midi(record.path)
+            if pattern.time_signature != (4, 4):
+                raise MidiError(f"{pattern.time_signature[0]}/{pattern.time_signature[1]}: "
+                                "the model is trained on 4/4 only")
+            out.append((record, pattern))
+        except MidiError as exc:
+            if skipped is not None:
+                skipped.append((record.path, str(exc)))
+        if progress:
+            progress(i + 1)
+    return out
+
+
+def windows(pattern: Pattern, bars: int = WINDOW_BARS,
+            stride: int = WINDOW_STRIDE) -> list[Pattern]:
+    """`bars`-bar slices every `stride` bars; a shorter pattern is one window. Bars without a
+    hit at either end of a slice are trimmed, so no example teaches empty bars."""
+    starts = range(0, max(1, pattern.bars - bars + stride), stride)
+    out = []
+    for start in starts:
+        window = pattern.slice(start, min(start + bars, pattern.bars))
+        used = sorted({h.bar for h in window.hits})
+        if not used:
+            continue
+        out.append(window.slice(used[0], used[-1] + 1) if used[0] or
+                   used[-1] < window.bars - 1 else window)
+    return out
+
+
+@dataclass
+class Example:
+    tokens: list[int]
+    style: int
+
+
+def examples(pairs: list[tuple[Record, Pattern]], tok: Tokenizer, styles: list[str],
+             bars: int = WINDOW_BARS, stride: int = WINDOW_STRIDE) -> list[Example]:
+    """Token sequences (with EOS) for every window, labelled with the style's index."""
+    index = {s: i for i, s in enumerate(styles)}
+    out = []
+    for record, pattern in pairs:
+        for window in windows(pattern, bars, stride):
+            out.append(Example(tok.encode(window, fills=record.fill) + [tok.eos],
+                               index[record.style]))
+    return out
+
+
+def fetch_gmd(dest: str | os.PathLike, url: str = GMD_URL, sha256: str = GMD_SHA256,
+              progress: Callable[[int, int], None] | None = None) -> Path:
+    """Download the GMD MIDI-only zip, verify it, and unpack it to `dest`; returns the folder
+    holding info.csv. Does nothing if `dest` already holds the dataset."""
+    dest = Path(dest)
+    found = _find_info(dest)
+    if found:
+        return found
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        archive = download(url, Path(tmp) / "groove.zip", sha256, progress)
+        safe_extract(archive, Path(tmp) / "unpacked")
+        os.replace(Path(tmp) / "unpacked", dest)
+    found = _find_info(dest)
+    if not found:
+        raise FileNotFoundError(f"the archive from {url} holds no info.csv")
+    return found
+
+
+def _find_info(dest: Path) -> Path | None:
+    if not dest.is_dir():
+        return None
+    hits = sorted(dest.glob("info.csv")) + sorted(dest.glob("*/info.csv"))
+    return hits[0].parent if hits else None
+
+
+def stats(root: str | os.PathLike, tok: Tokenizer | None = None) -> str:
+    """A text report: files per style, bars, hits and tokens per bar, skipped files."""
+    tok = tok or Tokenizer()
+    data = load(root)
+    skipped = list(data.skipped)
+    pairs = read_patterns(data.records, skipped)
+    by_style = Counter(r.style for r, _ in pairs)
+    bars = sum(p.bars for _, p in pairs)
+    hpb = [len(p.bar_hits(b)) for _, p in pairs for b in range(p.bars)]
+    tpb = [len(tok.encode_bars(p.slice(b, b + 1), [False])) for _, p in pairs
+           for b in range(p.bars)]
+    lines = [f"{len(pairs)} files read, {len(skipped)} skipped, {bars:,} bars"]
+    lines += [f"  {style:<14} {n:5d} files" for style, n in by_style.most_common()]
+    if hpb:
+        lines.append(f"hits per bar: mean {statistics.mean(hpb):.1f}, median "
+                     f"{statistics.median(hpb):g}, p90 {_pct(hpb, 90):g}")
+        lines.append(f"tokens per bar: median {statistics.median(tpb):g}, "
+                     f"p95 {_pct(tpb, 95):g}, max {max(tpb)}")
+    lines += [f"skipped {path}: {why}" for path, why in skipped]
+    return "\n".join(lines)
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q / 100))]

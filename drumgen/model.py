@@ -1,0 +1,157 @@
+"""The model: Hugging Face GPT-2 with a learned style embedding added at every position, and a
+model folder (config, safetensors weights, vocabulary, styles, generation defaults)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import GPT2Config, GPT2LMHeadModel
+
+from .pattern import atomic_write_bytes
+from .tokenizer import Tokenizer
+
+#: name -> (layers, width, heads, positions). `small` was chosen by measurement: see
+#: bench/generate.py and the model card. `seed` is the original design's size.
+PRESETS: dict[str, tuple[int, int, int, int]] = {
+    "debug": (2, 64, 2, 512),
+    "small": (4, 256, 4, 512),
+    "seed": (12, 768, 12, 2048),
+}
+STYLE_DIM = 128
+FILES = ("config.json", "model.safetensors", "vocab.json", "styles.json", "generation.json")
+
+
+class ModelError(RuntimeError):
+    """A model folder that cannot be loaded; the message says which file and why."""
+
+
+class DrumGPTConfig(GPT2Config):
+    model_type = "drumgen_gpt2"
+
+    def __init__(self, n_styles: int = 18, style_dim: int = STYLE_DIM, **kwargs):
+        super().__init__(**kwargs)
+        self.n_styles = n_styles
+        self.style_dim = style_dim
+
+
+class DrumGPT(GPT2LMHeadModel):
+    """GPT-2 whose input at every position is token + position + style embedding.
+
+    The style enters through `style_ids` on every forward call rather than through
+    `inputs_embeds`, because `generate()` uses `inputs_embeds` on its first step only."""
+
+    config_class = DrumGPTConfig
+
+    def __init__(self, config: DrumGPTConfig):
+        super().__init__(config)
+        self.style_emb = nn.Embedding(config.n_styles, config.style_dim)
+        self.style_proj = nn.Linear(config.style_dim, config.n_embd, bias=False)
+        self.post_init()
+
+    def forward(self, input_ids=None, style_ids=None, inputs_embeds=None, **kwargs):
+        if inputs_embeds is None:
+            inputs_embeds = self.transformer.wte(input_ids)
+        if style_ids is not None:
+            style = self.style_proj(self.style_emb(style_ids))
+            inputs_embeds = inputs_embeds + style[:, None, :].to(inputs_embeds.dtype)
+        return super().forward(inputs_embeds=inputs_embeds, **kwargs)
+
+    def add_styles(self, count: int) -> None:
+        """Append `count` style rows, each starting at the mean of the existing rows, so a new
+        style begins as 'an average groove' rather than noise."""
+        old = self.style_emb.weight.data
+        new = nn.Embedding(old.shape[0] + count, old.shape[1]).to(old.device, old.dtype)
+        new.weight.data[: old.shape[0]] = old
+        new.weight.data[old.shape[0]:] = old.mean(0, keepdim=True)
+        self.style_emb = new
+        self.config.n_styles = old.shape[0] + count
+
+
+def build(preset: str, vocab_size: int, n_styles: int) -> DrumGPT:
+    if preset not in PRESETS:
+        raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+    layers, width, heads, positions = PRESETS[preset]
+    config = DrumGPTConfig(
+        n_styles=n_styles, vocab_size=vocab_size, n_positions=positions, n_embd=width,
+        n_layer=layers, n_head=heads, bos_token_id=1, eos_token_id=2, pad_token_id=0,
+        resid_pdrop=0.1, embd_pdrop=0.1, attn_pdrop=0.1)
+    return DrumGPT(config)
+
+
+@dataclass
+class GenerationDefaults:
+    """Sampling settings saved with a model; the app and CLI start from these."""
+
+    temperature: float = 0.95
+    top_k: int = 0
+    top_p: float = 0.95
+    extra: dict = field(default_factory=dict)
+
+
+@dataclass
+class Bundle:
+    """Everything a model folder holds, loaded."""
+
+    model: DrumGPT
+    tokenizer: Tokenizer
+    styles: list[str]
+    defaults: GenerationDefaults
+    path: Path | None = None
+
+    def style_index(self, name: str) -> int:
+        key = name.strip().lower()
+        if key not in self.styles:
+            raise ValueError(f"unknown style {name!r}; this model knows: {', '.join(self.styles)}")
+        return self.styles.index(key)
+
+
+def save(bundle: Bundle, folder: str | os.PathLike) -> Path:
+    """Write a model folder. Each file is written atomically; weights are safetensors."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tmp = folder / ".saving"
+    shutil.rmtree(tmp, ignore_errors=True)
+    bundle.model.save_pretrained(tmp, safe_serialization=True)
+    for name in ("config.json", "model.safetensors"):
+        os.replace(tmp / name, folder / name)
+    shutil.rmtree(tmp, ignore_errors=True)
+    bundle.tokenizer.save(folder)
+    atomic_write_bytes(folder / "styles.json", json.dumps(bundle.styles).encode())
+    atomic_write_bytes(folder / "generation.json", json.dumps(asdict(bundle.defaults)).encode())
+    return folder
+
+
+def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
+         dtype: torch.dtype | None = None) -> Bundle:
+    """Load a model folder; raises `ModelError` naming the missing or broken file."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ModelError(f"no model folder at {folder}")
+    missing = [f for f in FILES if not (folder / f).is_file()]
+    if missing:
+        raise ModelError(f"{folder}: missing {', '.join(missing)}")
+    try:
+        tokenizer = Tokenizer.load(folder)
+        styles = json.loads((folder / "styles.json").read_text())
+        defaults = GenerationDefaults(**json.loads((folder / "generation.json").read_text()))
+    except (ValueError, TypeError) as exc:
+        raise ModelError(f"{folder}: a JSON file is corrupt ({exc})") from None
+    try:
+        model = DrumGPT.from_pretrained(folder, use_safetensors=True, dtype=dtype or torch.float32)
+    except Exception as exc:  # safetensors, JSON and shape errors all land here
+        raise ModelError(f"{folder}: cannot load the weights ({type(exc).__name__}: "
+                         f"{str(exc)[:300]})") from None
+    if model.config.n_styles != len(styles) or model.config.vocab_size != len(tokenizer):
+        raise ModelError(f"{folder}: styles.json or vocab.json does not match the weights")
+    model.to(device).eval()
+    return Bundle(model, tokenizer, [s.lower() for s in styles], defaults, folder)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

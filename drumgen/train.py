@@ -1,0 +1,325 @@
+"""Training and fine-tuning, on CPU, one GPU or many (through `accelerate launch`).
+
+The trainer reports; the caller decides: `train()` calls `callback(event)` with dicts such as
+`{"event": "step", "step": 120, "loss": 1.9, "lr": 8e-4, ...}` and stops early when
+`should_stop()` returns True. The CLI draws a tqdm bar from those events; the Train tab plots
+them.
+
+Checkpoints hold no pickles: weights and optimizer moments are safetensors, the rest JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from . import data as data_mod
+from . import model as model_mod
+from .constants import GMD_STYLES
+from .model import Bundle, GenerationDefaults
+from .pattern import atomic_write_bytes
+from .tokenizer import Tokenizer
+
+
+@dataclass
+class TrainConfig:
+    """Everything a run depends on; saved beside its checkpoints as train_config.json."""
+
+    preset: str = "small"
+    epochs: float | None = None  # stop after this many epochs...
+    time_budget: float | None = None  # ...or after this many minutes (whichever comes first)
+    batch_size: int = 16
+    grad_accum: int = 1
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 200  # capped at 5% of the run
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # optimizer steps between validations; 0 = once an epoch
+    checkpoint_every: int = 500  # optimizer steps between periodic checkpoints
+    keep_checkpoints: int = 3
+    patience: int = 0  # stop after this many validations without improvement; 0 = never
+    seed: int = 0
+    window_bars: int = data_mod.WINDOW_BARS
+    window_stride: int = data_mod.WINDOW_STRIDE
+    precision: str = "auto"  # auto: bf16 on a CUDA GPU that has it, else fp32
+    max_val_examples: int = 2000
+
+
+Callback = Callable[[dict], None]
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _precision(name: str) -> str:
+    if name != "auto":
+        return name
+    if torch.cuda.is_available():
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    return "no"
+
+
+def _batches(examples: list, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1):
+    order = torch.randperm(len(examples), generator=torch.Generator().manual_seed(seed + epoch))
+    order = order[rank::world].tolist()
+    return [order[i:i + size] for i in range(0, len(order), size)]
+
+
+def collate(examples: list, indices: list[int], pad: int, max_len: int):
+    rows = [examples[i].tokens[:max_len] for i in indices]
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), pad, dtype=torch.long)
+    attn = torch.zeros((len(rows), width), dtype=torch.long)
+    for j, r in enumerate(rows):
+        ids[j, : len(r)] = torch.tensor(r)
+        attn[j, : len(r)] = 1
+    labels = ids.masked_fill(attn == 0, -100)
+    styles = torch.tensor([examples[i].style for i in indices])
+    return {"input_ids": ids, "attention_mask": attn, "labels": labels, "style_ids": styles}
+
+
+@torch.no_grad()
+def evaluate_loss(model, examples: list, pad: int, batch_size: int = 32,
+                  device: torch.device | str = "cpu") -> float:
+    """Mean negative log-likelihood per predicted token (nats)."""
+    was_training = model.training
+    model.eval()
+    max_len = model.config.n_positions
+    total, count = 0.0, 0
+    for start in range(0, len(examples), batch_size):
+        batch = collate(examples, list(range(start, min(start + batch_size, len(examples)))),
+                        pad, max_len)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += float(model(**batch).loss) * n
+        count += n
+    model.train(was_training)
+    return total / max(count, 1)
+
+
+def prepare_data(data_dir: str | os.PathLike, tok: Tokenizer, styles: list[str] | None,
+                 cfg: TrainConfig, callback: Callback | None = None):
+    """Examples for training and validation, and the style list (extended with new styles)."""
+    dataset = data_mod.load(data_dir)
+    skipped = list(dataset.skipped)
+    def progress(i: int) -> None:
+        if callback and (i % 50 == 0 or i == len(dataset.records)):
+            callback({"event": "reading", "done": i, "total": len(dataset.records)})
+    pairs = data_mod.read_patterns(dataset.records, skipped, progress)
+    if not pairs:
+        raise ValueError(f"no usable MIDI in {data_dir}; skipped: {skipped[:3]}")
+    styles = list(styles or [])
+    styles += sorted({r.style for r, _ in pairs} - set(styles))
+    train_pairs = [(r, p) for r, p in pairs if r.split == "train"]
+    val_pairs = [(r, p) for r, p in pairs if r.split == "validation"] or train_pairs[-1:]
+    make = lambda ps: data_mod.examples(ps, tok, styles, cfg.window_bars, cfg.window_stride)  # noqa: E731
+    val = make(val_pairs)
+    random.Random(cfg.seed).shuffle(val)
+    return make(train_pairs), val[: cfg.max_val_examples], styles, skipped
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints
+
+def _save_checkpoint(folder: Path, bundle: Bundle, optimizer, state: dict) -> None:
+    """A complete checkpoint folder, written beside its final name then renamed into place."""
+    tmp = folder.with_name(f".{folder.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model_mod.save(bundle, tmp)
+    tensors, meta = {}, {"param_groups": optimizer.state_dict()["param_groups"], "state": {}}
+    for pid, st in optimizer.state_dict()["state"].items():
+        meta["state"][str(pid)] = []
+        for key, value in st.items():
+            tensors[f"{pid}.{key}"] = value.detach().float().cpu().contiguous()
+            meta["state"][str(pid)].append(key)
+    tensors["rng.torch"] = torch.get_rng_state()
+    save_file(tensors, tmp / "optimizer.safetensors")
+    (tmp / "optimizer.json").write_text(json.dumps(meta))
+    (tmp / "trainer_state.json").write_text(json.dumps(state))
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+
+
+def _load_optimizer(folder: Path, optimizer) -> None:
+    tensors = load_file(folder / "optimizer.safetensors")
+    meta = json.loads((folder / "optimizer.json").read_text())
+    state = {int(pid): {k: tensors[f"{pid}.{k}"] for k in keys}
+             for pid, keys in meta["state"].items()}
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+
+
+def latest_checkpoint(out: Path) -> Path | None:
+    found = sorted((out / "checkpoints").glob("step-*[0-9]"))
+    return found[-1] if found else None
+
+
+def _prune(out: Path, keep: int) -> None:
+    for old in sorted((out / "checkpoints").glob("step-*[0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loop
+
+def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
+          init_from: str | os.PathLike | None = None, resume: bool = False,
+          callback: Callback | None = None,
+          should_stop: Callable[[], bool] | None = None) -> dict:
+    """Train into `out` (the best model at the top level, periodic checkpoints below it).
+
+    `init_from` fine-tunes an existing model folder, adding any new styles in the data.
+    `resume` continues from the latest checkpoint in `out`. Returns a summary dict."""
+    from accelerate import Accelerator
+
+    emit = callback or (lambda event: None)
+    out = Path(out)
+    _seed_all(cfg.seed)
+    ckpt = latest_checkpoint(out) if resume else None
+    if resume and ckpt is None:
+        raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
+    source = ckpt or init_from
+    base = model_mod.load(source) if source else None
+    tok = base.tokenizer if base else Tokenizer()
+    base_styles = base.styles if base else list(GMD_STYLES)
+    train_ex, val_ex, styles, skipped = prepare_data(data_dir, tok, base_styles, cfg, emit)
+    if not train_ex:
+        raise ValueError("no training examples: every file was skipped or empty")
+    if base:
+        model = base.model
+        if len(styles) > model.config.n_styles:
+            emit({"event": "info", "message": f"new styles: {styles[model.config.n_styles:]}"})
+            model.add_styles(len(styles) - model.config.n_styles)
+    else:
+        model = model_mod.build(cfg.preset, len(tok), len(styles))
+    defaults = base.defaults if base else GenerationDefaults()
+    accelerator = Accelerator(mixed_precision=_precision(cfg.precision),
+                              gradient_accumulation_steps=cfg.grad_accum)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": math.inf, "history": [],
+             "evals_without_gain": 0, "seconds": 0.0}
+    if ckpt:
+        _load_optimizer(ckpt, optimizer)
+        state = json.loads((ckpt / "trainer_state.json").read_text())
+        emit({"event": "info", "message": f"resumed from {ckpt.name} at step {state['step']}"})
+    model, optimizer = accelerator.prepare(model, optimizer)
+    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size / accelerator.num_processes
+                                / cfg.grad_accum)
+    plan = {"total": math.ceil((cfg.epochs or 1e9) * steps_per_epoch)}
+
+    def lr_at(step: int) -> float:
+        warm = min(cfg.warmup_steps, max(1, plan["total"] // 20))
+        if step < warm:
+            return cfg.lr * (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, plan["total"] - warm))
+        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / "train_config.json", json.dumps(asdict(cfg), indent=1).encode())
+    emit({"event": "start", "train_examples": len(train_ex), "val_examples": len(val_ex),
+          "styles": styles, "steps_per_epoch": steps_per_epoch, "skipped": len(skipped),
+          "parameters": model_mod.count_parameters(model), "device": str(accelerator.device)})
+    bundle = lambda: Bundle(accelerator.unwrap_model(model), tok, styles, defaults)  # noqa: E731
+    started, tokens_seen, stop_reason = time.time() - state["seconds"], 0, "done"
+    run_started = time.time()
+    budget_s = cfg.time_budget * 60 if cfg.time_budget else None
+    max_len = accelerator.unwrap_model(model).config.n_positions
+    model.train()
+
+    def validate() -> None:
+        val = evaluate_loss(accelerator.unwrap_model(model), val_ex, tok.pad,
+                            device=accelerator.device)
+        improved = val < state["best_val"]
+        state["history"].append({"step": state["step"], "val_loss": val})
+        if improved:
+            state["best_val"], state["evals_without_gain"] = val, 0
+            if accelerator.is_main_process:
+                model_mod.save(bundle(), out)
+        else:
+            state["evals_without_gain"] += 1
+        emit({"event": "eval", "step": state["step"], "epoch": state["epoch"],
+              "val_loss": val, "best": improved})
+
+    while True:
+        if cfg.epochs is not None and state["epoch"] >= math.ceil(cfg.epochs):
+            break
+        batches = _batches(train_ex, cfg.batch_size, cfg.seed, state["epoch"],
+                           accelerator.process_index, accelerator.num_processes)
+        for indices in batches[state["batch_in_epoch"]:]:
+            batch = collate(train_ex, indices, tok.pad, max_len)
+            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+            with accelerator.accumulate(model):
+                loss = model(**batch).loss
+                accelerator.backward(loss)
+                if accelerator.sync_gradients:
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state["step"])
+                optimizer.step()
+                optimizer.zero_grad()
+            state["batch_in_epoch"] += 1
+            tokens_seen += int(batch["attention_mask"].sum())
+            if not accelerator.sync_gradients:
+                continue
+            state["step"] += 1
+            elapsed = time.time() - started
+            state["seconds"] = elapsed
+            if budget_s and state["step"] == 20:  # fit the cosine schedule to the time budget
+                per_step = elapsed / 20
+                plan["total"] = min(plan["total"], max(21, int(budget_s / per_step)))
+            emit({"event": "step", "step": state["step"], "epoch": state["epoch"],
+                  "loss": float(loss), "lr": lr_at(state["step"] - 1), "total": plan["total"],
+                  "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),
+                  "elapsed": elapsed})
+            if cfg.eval_every and state["step"] % cfg.eval_every == 0:
+                validate()
+            if state["step"] % cfg.checkpoint_every == 0 and accelerator.is_main_process:
+                _save_checkpoint(out / "checkpoints" / f"step-{state['step']:07d}",
+                                 bundle(), optimizer, state)
+                _prune(out, cfg.keep_checkpoints)
+                emit({"event": "checkpoint", "step": state["step"]})
+            if budget_s and elapsed >= budget_s:
+                stop_reason = "time budget"
+            elif should_stop and should_stop():
+                stop_reason = "stopped"
+            elif cfg.patience and state["evals_without_gain"] >= cfg.patience:
+                stop_reason = "early stopping"
+            elif state["step"] >= plan["total"]:
+                stop_reason = "done"
+            else:
+                continue
+            break
+        else:
+            state["epoch"], state["batch_in_epoch"] = state["epoch"] + 1, 0
+            if not cfg.eval_every:
+                validate()
+            if stop_reason == "done" and state["step"] < plan["total"]:
+                continue
+        break
+    if not state["history"] or state["history"][-1]["step"] != state["step"]:
+        validate()
+    if accelerator.is_main_process:
+        _save_checkpoint(out / "checkpoints" / f"step-{state['step']:07d}", bundle(),
+                         optimizer, state)
+        _prune(out, cfg.keep_checkpoints)
+    summary = {"event": "end", "reason": stop_reason, "step": state["step"],
+               "epoch": state["epoch"], "best_val": state["best_val"],
+               "seconds": state["seconds"], "styles": styles, "skipped": skipped,
+               "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9)}
+    emit(summary)
+    return summary
