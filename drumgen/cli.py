@@ -1,0 +1,212 @@
+"""`python -m drumgen ...`: generate, train, evaluate, roundtrip, data fetch|stats."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from . import data as data_mod
+
+
+def _data_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
+    parser.add_argument("--data", type=Path, default=None, required=required,
+                        help=f"data folder (GMD with info.csv, or style folders of MIDI); "
+                             f"default ${data_mod.ENV_VAR} or ../shared/data/groove")
+
+
+def _resolve_data(path: Path | None) -> Path:
+    path = path or data_mod.default_data_dir()
+    if path is None:
+        raise SystemExit("no data folder: pass --data DIR, set DRUMGEN_DATA, or run "
+                         "`python -m drumgen data fetch`")
+    return path
+
+
+def cmd_generate(args) -> None:
+    from .generate import Generator, Request
+    gen = Generator.load(args.model)
+    req = Request(style=args.style, bars=args.bars, tempo=args.tempo, seed=args.seed,
+                  temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                  variations=args.variations, fill=args.fill, density=_density(args.density),
+                  swing=args.swing, humanize=args.humanize,
+                  prime=args.prime.read_bytes() if args.prime else None)
+    grooves = gen.generate(req)
+    out = Path(args.out)
+    for i, groove in enumerate(grooves):
+        path = out if len(grooves) == 1 else out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
+        groove.pattern.save(path, kit=args.kit, name=f"drumgen {groove.style}")
+        print(f"wrote {path} ({groove.pattern.bars} bars, {len(groove.pattern.hits)} hits, "
+              f"seed {groove.seed})")
+        if args.wav:
+            from .render import Renderer
+            wav = path.with_suffix(".wav")
+            Renderer.default().write_wav(groove.pattern, wav, kit=args.sound)
+            print(f"wrote {wav}")
+
+
+def _density(text: str):
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def cmd_train(args) -> None:
+    from tqdm import tqdm
+
+    from .train import TrainConfig, train
+    if args.epochs is None and args.time_budget is None:
+        raise SystemExit("train: give --epochs N or --time-budget MINUTES")
+    cfg = TrainConfig(preset=args.preset, epochs=args.epochs, time_budget=args.time_budget,
+                      batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
+                      eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
+                      patience=args.patience, seed=args.seed, precision=args.precision)
+    bar = tqdm(unit="step", dynamic_ncols=True)
+
+    def report(event: dict) -> None:
+        kind = event["event"]
+        if kind == "start":
+            bar.write(f"{event['train_examples']} training and {event['val_examples']} "
+                      f"validation examples, {len(event['styles'])} styles, "
+                      f"{event['parameters']:,} parameters on {event['device']}")
+        elif kind == "step":
+            bar.total = event["total"] if event["total"] < 1e8 else None
+            bar.n = event["step"]
+            bar.set_postfix(loss=f"{event['loss']:.3f}", lr=f"{event['lr']:.1e}",
+                            tok_s=f"{event['tokens_per_s']:.0f}")
+        elif kind == "eval":
+            bar.write(f"step {event['step']}: validation loss {event['val_loss']:.4f}"
+                      + (" (best, saved)" if event["best"] else ""))
+        elif kind in ("info", "checkpoint"):
+            bar.write(event.get("message") or f"checkpoint at step {event['step']}")
+        elif kind == "end":
+            bar.close()
+            print(f"finished ({event['reason']}) at step {event['step']}: best validation loss "
+                  f"{event['best_val']:.4f}, {event['seconds'] / 60:.1f} min, "
+                  f"{event['tokens_per_s']:.0f} tokens/s; {len(event['skipped'])} files skipped")
+    train(cfg, _resolve_data(args.data), args.out, init_from=args.init_from,
+          resume=args.resume, callback=report)
+
+
+def cmd_evaluate(args) -> None:
+    from .evaluate import evaluate, format_report
+    report = evaluate(args.model, _resolve_data(args.data), per_style=args.per_style,
+                      bars=args.bars, seed=args.seed)
+    print(format_report(report))
+
+
+def cmd_roundtrip(args) -> None:
+    from .fidelity import roundtrip
+    from .pattern import Pattern
+    from .tokenizer import Tokenizer
+    pattern = Pattern.from_midi(args.input)
+    decoded, figures = roundtrip(pattern, Tokenizer())
+    decoded.save(args.output)
+    print(f"wrote {args.output}: {figures['tokens']} tokens for {pattern.bars} bars "
+          f"({figures['tokens'] / pattern.bars:.1f} per bar)")
+    print(f"hits kept {figures['kept']:.2%} ({figures['hits_out']}/{figures['hits_in']}), "
+          f"timing error p99 {figures['timing_p99_ms']:.2f} ms, "
+          f"velocity MAE {figures['velocity_mae']:.2f}")
+
+
+def cmd_data(args) -> None:
+    if args.action == "fetch":
+        from tqdm import tqdm
+        bar = tqdm(unit="B", unit_scale=True)
+        def progress(done: int, total: int) -> None:
+            bar.total = total or None
+            bar.n = done
+            bar.refresh()
+        kwargs = {"url": args.url} if args.url else {}
+        if args.sha256:
+            kwargs["sha256"] = args.sha256
+        folder = data_mod.fetch_gmd(args.dest, progress=progress, **kwargs)
+        bar.close()
+        print(f"Groove MIDI Dataset ready at {folder} (CC BY 4.0, Gillick et al. 2019)")
+    else:
+        print(data_mod.stats(_resolve_data(args.dir)))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .model import PRESETS
+    parser = argparse.ArgumentParser(prog="drumgen", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate grooves to MIDI (and WAV)")
+    g.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    g.add_argument("--style", default="funk", help="a style or a producer preset")
+    g.add_argument("--bars", type=int, default=4)
+    g.add_argument("--tempo", type=float, default=100)
+    g.add_argument("--seed", type=int, default=None)
+    g.add_argument("--temperature", type=float, default=None)
+    g.add_argument("--top-k", type=int, default=None)
+    g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--variations", type=int, default=1)
+    g.add_argument("--fill", action="store_true", help="a fill in the last bar")
+    g.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
+    g.add_argument("--swing", type=float, default=50, help="50 (straight) to 75")
+    g.add_argument("--humanize", type=float, default=0, help="0 to 1")
+    g.add_argument("--prime", type=Path, default=None, help="a MIDI file to continue")
+    g.add_argument("--kit", default="gm", help="MIDI layout: gm, td11 or multitrack")
+    g.add_argument("--sound", default="standard", help="kit to render --wav with")
+    g.add_argument("--wav", action="store_true", help="also render audio beside each MIDI")
+    g.add_argument("--out", default="groove.mid")
+    g.set_defaults(func=cmd_generate)
+
+    t = sub.add_parser("train", help="train or fine-tune a model")
+    _data_arg(t)
+    t.add_argument("--out", required=True, type=Path)
+    t.add_argument("--preset", default="small", choices=list(PRESETS))
+    t.add_argument("--epochs", type=float, default=None)
+    t.add_argument("--time-budget", type=float, default=None, help="minutes")
+    t.add_argument("--resume", action="store_true")
+    t.add_argument("--init-from", type=Path, default=None, help="fine-tune this model folder")
+    t.add_argument("--batch-size", type=int, default=16)
+    t.add_argument("--grad-accum", type=int, default=1)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--eval-every", type=int, default=0, help="steps; 0 = every epoch")
+    t.add_argument("--checkpoint-every", type=int, default=500)
+    t.add_argument("--patience", type=int, default=0)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("evaluate", help="validation loss and style/feature metrics")
+    e.add_argument("--model", default=None)
+    _data_arg(e)
+    e.add_argument("--per-style", type=int, default=24, help="grooves generated per style")
+    e.add_argument("--bars", type=int, default=4)
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_evaluate)
+
+    r = sub.add_parser("roundtrip", help="encode and decode one MIDI file")
+    r.add_argument("input", type=Path)
+    r.add_argument("output", type=Path)
+    r.set_defaults(func=cmd_roundtrip)
+
+    d = sub.add_parser("data", help="fetch the Groove MIDI Dataset, or print stats")
+    dsub = d.add_subparsers(dest="action", required=True)
+    f = dsub.add_parser("fetch")
+    f.add_argument("--dest", type=Path, default=Path("data/groove"))
+    f.add_argument("--url", default=None)
+    f.add_argument("--sha256", default=None)
+    s = dsub.add_parser("stats")
+    s.add_argument("dir", type=Path, nargs="?", default=None)
+    d.set_defaults(func=cmd_data)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .archive import ArchiveError
+    from .generate import RequestError
+    from .model import ModelError
+    from .pattern import MidiError
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (RequestError, MidiError, ModelError, ArchiveError, FileNotFoundError,
+            ValueError) as exc:
+        print(f"drumgen: error: {exc}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,263 @@
+"""The inference API: `Generator.load(folder).generate(Request(...))` -> list of `Groove`.
+
+The CLI, the app, the tests and the benchmarks all call this, and only this.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from . import model as model_mod
+from . import presets as presets_mod
+from .constants import DENSITY_EDGES, DENSITY_NAMES, GMD_STYLES
+from .feel import Feel, apply
+from .pattern import MidiError, Pattern
+from .sampling import sample
+from .tokenizer import Grammar, density_bucket, tempo_bucket
+
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "drumgen-small"
+MAX_PASS_BARS = 8  # bars one pass may hold: the model trains on 8-bar windows
+CONTEXT_BARS = 4  # bars of context carried into the next pass when a groove is longer
+
+
+class RequestError(ValueError):
+    """A request parameter out of range or of the wrong kind; names the parameter."""
+
+
+@dataclass
+class Request:
+    """One generation request. `None` sampling values take the model's saved defaults."""
+
+    style: str = "funk"
+    bars: int = 4
+    tempo: float = 100.0
+    temperature: float | None = None
+    top_k: int | None = None
+    top_p: float | None = None
+    seed: int | None = None
+    variations: int = 1
+    fill: bool = False
+    density: str | float = "auto"  # auto, sparse, normal, busy, or hits per bar
+    swing: float = 50.0  # percent, 50 straight .. 75
+    humanize: float = 0.0  # 0..1
+    prime: bytes | str | os.PathLike | None = None  # a MIDI whose bars the groove continues
+
+    def validate(self) -> None:
+        """Raise `RequestError` naming the first bad parameter and its allowed range."""
+        _check_number("bars", self.bars, 1, 16, integer=True)
+        _check_number("tempo", self.tempo, 40, 300)
+        _check_number("variations", self.variations, 1, 8, integer=True)
+        if self.temperature is not None:
+            _check_number("temperature", self.temperature, 0.05, 2.0)
+        if self.top_k is not None:
+            _check_number("top_k", self.top_k, 0, 2000, integer=True)
+        if self.top_p is not None:
+            _check_number("top_p", self.top_p, 0.05, 1.0)
+        if self.seed is not None:
+            _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        _check_number("swing", self.swing, 50, 75)
+        _check_number("humanize", self.humanize, 0, 1)
+        if not isinstance(self.fill, bool):
+            raise RequestError(f"fill must be true or false; got {self.fill!r}")
+        if not isinstance(self.style, str) or not self.style.strip():
+            raise RequestError("style must be a style or preset name; got an empty value")
+        if isinstance(self.density, str):
+            if self.density.strip().lower() not in ("auto", *DENSITY_NAMES):
+                raise RequestError("density must be auto, sparse, normal, busy or a number of "
+                                   f"hits per bar from 1 to 64; got {self.density!r}")
+        else:
+            _check_number("density", self.density, 1, 64)
+
+
+def _check_number(name: str, value, lo: float, hi: float, integer: bool = False) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise RequestError(f"{name} must be a number from {lo} to {hi}; got {value!r}")
+    if integer and value != int(value):
+        raise RequestError(f"{name} must be a whole number from {lo} to {hi}; got {value!r}")
+    if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
+        raise RequestError(f"{name} must be from {lo} to {hi}; got {value!r}")
+
+
+@dataclass
+class Groove:
+    """One generated groove: the pattern after feel, plus what made it."""
+
+    pattern: Pattern
+    raw: Pattern  # as the model played it, before the feel
+    tokens: list[int]
+    style: str
+    preset: str | None
+    seed: int
+    fills: list[bool]
+    settings: dict = field(default_factory=dict)
+
+
+class Generator:
+    """A loaded model, ready to generate. Load with `Generator.load`, which caches per
+    (folder, device): every caller shares one instance. `generate` is thread-safe."""
+
+    _cache: dict[tuple[str, str], Generator] = {}
+    _cache_lock = threading.Lock()
+
+    def __init__(self, bundle: model_mod.Bundle, device: torch.device):
+        self.bundle, self.device = bundle, device
+        self.tokenizer = bundle.tokenizer
+        self._lock = threading.Lock()
+
+    @classmethod
+    def load(cls, folder: str | os.PathLike | None = None,
+             device: str | None = None) -> Generator:
+        folder = Path(folder or DEFAULT_MODEL).resolve()
+        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        key = (str(folder), device)
+        with cls._cache_lock:
+            if key not in cls._cache:
+                dtype = torch.float16 if device.startswith("cuda") else torch.float32
+                bundle = model_mod.load(folder, device, dtype)
+                cls._cache[key] = cls(bundle, torch.device(device))
+            return cls._cache[key]
+
+    @classmethod
+    def forget(cls, folder: str | os.PathLike) -> None:
+        """Drop a cached model (after it was retrained in place)."""
+        with cls._cache_lock:
+            for key in [k for k in cls._cache if k[0] == str(Path(folder).resolve())]:
+                del cls._cache[key]
+
+    @property
+    def styles(self) -> list[str]:
+        return self.bundle.styles
+
+    def resolve_style(self, name: str) -> tuple[str, presets_mod.Preset | None]:
+        """(conditioning style, preset or None) for a style or preset name."""
+        if not isinstance(name, str) or not name.strip():
+            raise RequestError("style must be a style or preset name; got an empty value")
+        preset = presets_mod.find(name)
+        style = preset.style if preset else name.strip().lower()
+        if style not in self.styles:
+            choices = ", ".join(self.styles + [p.name for p in presets_mod.PRESETS.values()])
+            raise RequestError(f"style: unknown style or preset {name!r}; choose one of {choices}")
+        return style, preset
+
+    def generate(self, request: Request) -> list[Groove]:
+        """`request.variations` grooves of exactly `request.bars` bars each."""
+        request.validate()
+        style, preset = self.resolve_style(request.style)
+        seed = request.seed if request.seed is not None else random.randrange(2**31)
+        defaults = self.bundle.defaults
+        temperature = request.temperature if request.temperature is not None \
+            else defaults.temperature
+        top_k = request.top_k if request.top_k is not None else defaults.top_k
+        top_p = request.top_p if request.top_p is not None else defaults.top_p
+        density = _density_bucket(request.density if request.density != "auto" or not preset
+                                  else preset.density)
+        prime, prime_density = self._prime_tokens(request.prime)
+        if density is None and prime:
+            density = prime_density  # a primed groove keeps the prime's density unless asked
+        fills = [False] * (request.bars - 1) + [request.fill]
+        with self._lock:
+            generator = torch.Generator(device=self.device).manual_seed(seed)
+            bodies = self._generate_bars(style, request, fills, density, prime, temperature,
+                                         top_k, top_p, generator)
+        feel = Feel(swing=request.swing, humanize=request.humanize)
+        if preset:
+            feel = preset.feel.combine(feel)
+        grooves = []
+        for i, (prefix, body) in enumerate(bodies):
+            tokens = prefix + body + [self.tokenizer.eos]
+            raw = self.tokenizer.decode(tokens, tempo=float(request.tempo))
+            grooves.append(Groove(apply(raw, feel, seed + i), raw, tokens, style,
+                                  preset.name if preset else None, seed, fills, {
+                                      "temperature": temperature, "top_k": top_k,
+                                      "top_p": top_p, "feel": feel}))
+        return grooves
+
+    def _prime_tokens(self, prime) -> tuple[list[int] | None, int | None]:
+        """The prime's last bars as body tokens, and its density bucket."""
+        if prime is None:
+            return None, None
+        try:
+            pattern = Pattern.from_midi(prime)
+        except MidiError as exc:
+            raise RequestError(f"prime: {exc}") from None
+        if pattern.steps_per_bar != self.tokenizer.steps_per_bar:
+            raise RequestError("prime: the model continues 4/4 grooves only; this file is in "
+                               f"{pattern.time_signature[0]}/{pattern.time_signature[1]}")
+        keep = pattern.slice(max(0, pattern.bars - CONTEXT_BARS), pattern.bars)
+        return (self.tokenizer.encode_bars(keep, [False] * keep.bars),
+                density_bucket(len(keep.hits) / keep.bars))
+
+    def _generate_bars(self, style, request, fills, density, prime, temperature, top_k,
+                       top_p, generator) -> list[tuple[list[int], list[int]]]:
+        """Generate in passes of at most MAX_PASS_BARS bars, each pass seeing up to
+        CONTEXT_BARS earlier bars (of the prime, or of the previous pass)."""
+        tok, n = self.tokenizer, request.variations
+        tempo = tempo_bucket(request.tempo)
+        heads = [[tok.bos, tok.ids[f"TEMPO_{tempo}"]] for _ in range(n)]
+        bodies: list[list[list[int]]] = [[] for _ in range(n)]  # per variation, per bar
+        context = [_split_bars(tok, prime)[-CONTEXT_BARS:] if prime else [] for _ in range(n)]
+        dens = [density] * n
+        while len(bodies[0]) < request.bars:
+            done = len(bodies[0])
+            new = min(request.bars - done, MAX_PASS_BARS - len(context[0]))
+            prompts, grammars = [], []
+            for i in range(n):
+                prompt = heads[i] + ([tok.ids[f"DENS_{dens[i]}"]] if dens[i] is not None else [])
+                ctx_fills = tok.fill_flags([t for bar in context[i] for t in bar])
+                g = Grammar(tok, len(context[i]) + new, ctx_fills + fills[done:done + new],
+                            tempo, dens[i])
+                prompt += [t for bar in context[i] for t in bar]
+                for t in prompt:
+                    g.advance(t)
+                prompts.append(prompt)
+                grammars.append(g)
+            room = self.bundle.model.config.n_positions - max(len(p) for p in prompts)
+            outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
+                          generator, temperature, top_k, top_p, room)
+            for i, out in enumerate(outs):
+                if dens[i] is None:  # the model chose the density on the first pass
+                    dens[i], out = tok.value[out[0]], out[1:]
+                bars = _split_bars(tok, [t for t in out if t != tok.eos])
+                bodies[i] += bars
+                context[i] = (context[i] + bars)[-CONTEXT_BARS:]
+        return [([*heads[i], tok.ids[f"DENS_{dens[i]}"]], [t for bar in bodies[i] for t in bar])
+                for i in range(n)]
+
+
+def _split_bars(tok, ids: list[int]) -> list[list[int]]:
+    bars: list[list[int]] = []
+    for t in ids:
+        if tok.kind[t] in ("BAR", "FILL"):
+            bars.append([])
+        if bars:
+            bars[-1].append(t)
+    return bars
+
+
+def _density_bucket(density: str | float) -> int | None:
+    """None lets the model choose (auto); a name or hits-per-bar picks the bucket."""
+    if isinstance(density, str):
+        key = density.strip().lower()
+        return None if key == "auto" else density_bucket(DENSITY_NAMES[key])
+    return min(len(DENSITY_EDGES), density_bucket(float(density)))
+
+
+def style_choices(generator: Generator | None = None) -> list[str]:
+    """Styles of the model (GMD's when none is loaded), then the presets."""
+    styles = generator.styles if generator else list(GMD_STYLES)
+    return styles + [p.name for p in presets_mod.PRESETS.values()]
+
+
+def timed_generate(generator: Generator, request: Request) -> tuple[list[Groove], float]:
+    start = time.perf_counter()
+    grooves = generator.generate(request)
+    return grooves, time.perf_counter() - start

@@ -1,0 +1,44 @@
+"""The drum grid: named drums as rows, 16th steps as columns, bar lines, velocity as colour
+and size, and microtiming as each dot's distance from its grid line."""
+
+from __future__ import annotations
+
+import io
+
+from matplotlib.figure import Figure  # no pyplot: it keeps global state, unsafe in a server
+
+from .constants import DRUM_LABELS
+from .pattern import Pattern
+
+
+def figure(pattern: Pattern, title: str = "") -> Figure:
+    """A matplotlib Figure of `pattern` (built without pyplot)."""
+    steps = pattern.steps_per_bar
+    total = pattern.bars * steps
+    fig = Figure(figsize=(max(6.0, 1.6 + total * 0.16), 3.2), dpi=100, layout="constrained")
+    ax = fig.add_subplot()
+    for i in range(total + 1):  # grid lines: bars bold, beats medium, 16ths faint
+        weight = 1.6 if i % steps == 0 else 0.7 if i % 4 == 0 else 0.25
+        ax.axvline(i - 0.5, color="#555" if i % steps == 0 else "#bbb", lw=weight, zorder=0)
+    for row in range(len(DRUM_LABELS)):
+        ax.axhline(row, color="#eee", lw=0.5, zorder=0)
+    if pattern.hits:
+        x = [h.bar * steps + h.step + h.offset for h in pattern.hits]
+        y = [h.drum for h in pattern.hits]
+        v = [h.velocity for h in pattern.hits]
+        dots = ax.scatter(x, y, c=v, s=[18 + 0.9 * vel for vel in v], cmap="viridis",
+                          vmin=1, vmax=127, edgecolors="black", linewidths=0.4, zorder=3)
+        fig.colorbar(dots, ax=ax, label="velocity", pad=0.01, fraction=0.03)
+    ax.set_yticks(range(len(DRUM_LABELS)), DRUM_LABELS, fontsize=8)
+    ax.set_xticks([b * steps for b in range(pattern.bars)],
+                  [f"bar {b + 1}" for b in range(pattern.bars)], fontsize=8)
+    ax.set_xlim(-0.6, total - 0.4)
+    ax.set_ylim(-0.7, len(DRUM_LABELS) - 0.3)
+    ax.set_title(title or f"{pattern.bars} bars at {pattern.tempo:g} bpm", fontsize=9)
+    return fig
+
+
+def png(pattern: Pattern, title: str = "") -> bytes:
+    buf = io.BytesIO()
+    figure(pattern, title).savefig(buf, format="png")
+    return buf.getvalue()
