@@ -1,0 +1,254 @@
+"""What the app does per request, with no UI in it: generate and package files, list models,
+and run one training job at a time. `app.py` only wires widgets to these functions."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import re
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import presets as presets_mod
+from .archive import safe_extract
+from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
+from .model import FILES
+from .pattern import MAX_MIDI_BYTES
+from .render import RenderError, Renderer, encode
+
+USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
+                                  Path(__file__).resolve().parent.parent / "runs" / "models"))
+MAX_UPLOAD_BYTES = 50_000_000
+TEMP_MAX_AGE_S = 15 * 60
+
+
+class TempStore:
+    """Per-request folders under one private root; old ones are pruned as new ones are made,
+    and the root is removed at exit. Nothing is ever written to a fixed shared path."""
+
+    def __init__(self, max_age_s: float = TEMP_MAX_AGE_S):
+        self.root = Path(tempfile.mkdtemp(prefix="drumgen-"))
+        self.max_age_s = max_age_s
+        self._lock = threading.Lock()
+        atexit.register(shutil.rmtree, self.root, True)
+
+    def new(self) -> Path:
+        with self._lock:
+            now = time.time()
+            for old in self.root.iterdir():
+                if now - old.stat().st_mtime > self.max_age_s:
+                    shutil.rmtree(old, ignore_errors=True)
+            path = self.root / uuid.uuid4().hex
+            path.mkdir()
+            return path
+
+    def count(self) -> int:
+        return sum(1 for _ in self.root.iterdir())
+
+
+TEMP = TempStore()
+
+
+# ---------------------------------------------------------------------------------------------
+# Models
+
+def models() -> dict[str, Path]:
+    """Model name -> folder: the shipped ones, then those trained here (newest first)."""
+    found = {}
+    for root in (MODELS_DIR, USER_MODELS):
+        if root.is_dir():
+            for folder in sorted(root.iterdir(), key=lambda p: -p.stat().st_mtime):
+                if all((folder / f).is_file() for f in FILES):
+                    found.setdefault(folder.name, folder)
+    return found
+
+
+def model_path(name: str | None) -> Path:
+    if not name:
+        return DEFAULT_MODEL
+    known = models()
+    if name not in known:
+        raise RequestError(f"model: unknown model {name!r}; available: {', '.join(known)}")
+    return known[name]
+
+
+# ---------------------------------------------------------------------------------------------
+# Generation
+
+@dataclass
+class Take:
+    """One variation's files."""
+
+    midi: Path
+    audio: Path | None
+    wav: Path | None
+    pattern: object
+    title: str
+
+
+@dataclass
+class Result:
+    takes: list[Take]
+    info: str
+    audio_note: str = ""
+    files: list[Path] = field(default_factory=list)
+
+
+def generate(request: Request, model: str | None = None, kit: str | None = None,
+             midi_layout: str = "gm", wav: bool = True) -> Result:
+    """Generate, write MIDI (and OGG/WAV audio when FluidSynth works) into a fresh folder."""
+    if midi_layout not in ("gm", "td11", "multitrack"):
+        raise RequestError(f"midi_layout must be gm, td11 or multitrack; got {midi_layout!r}")
+    if isinstance(request.prime, (str, os.PathLike)):
+        size = Path(request.prime).stat().st_size
+        if size > MAX_MIDI_BYTES:
+            raise RequestError(f"prime: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
+        request.prime = Path(request.prime).read_bytes()
+    gen = Generator.load(model_path(model))
+    start = time.perf_counter()
+    grooves = gen.generate(request)
+    gen_s = time.perf_counter() - start
+    folder = TEMP.new()
+    renderer = Renderer.default()
+    preset = presets_mod.find(request.style)
+    kit = kit or (preset.kit if preset else None)
+    takes, note, render_s = [], "", 0.0
+    for i, groove in enumerate(grooves):
+        stem = f"drumgen_{groove.style}_{int(request.tempo)}bpm_seed{groove.seed}" + (
+            f"_v{i + 1}" if len(grooves) > 1 else "")
+        midi = groove.pattern.save(folder / f"{stem}.mid", kit=midi_layout,
+                                   name=f"drumgen {groove.preset or groove.style}")
+        audio = wav_path = None
+        if renderer.available:
+            t = time.perf_counter()
+            try:
+                samples = renderer.render(groove.pattern, kit)
+                audio = folder / f"{stem}.ogg"
+                audio.write_bytes(encode(samples, "OGG"))
+                if wav:
+                    wav_path = folder / f"{stem}.wav"
+                    wav_path.write_bytes(encode(samples, "WAV"))
+            except (RenderError, RuntimeError, OSError) as exc:
+                note = f"Audio failed ({exc}); the MIDI and the grid are fine."
+            render_s += time.perf_counter() - t
+        else:
+            note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
+        takes.append(Take(midi, audio, wav_path, groove.pattern, f"Variation {i + 1}"))
+    first = grooves[0]
+    used = renderer.kit(kit).name if renderer.available else "none"
+    info = (f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
+            f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
+            f"temperature {first.settings['temperature']:g}, top-k {first.settings['top_k']}, "
+            f"top-p {first.settings['top_p']:g}, density {request.density}, fill "
+            f"{'on' if request.fill else 'off'}, swing {first.settings['feel'].swing:g}%, "
+            f"humanize {first.settings['feel'].humanize:g}, kit {used}, MIDI {midi_layout}  \n"
+            f"generated in {gen_s * 1000:.0f} ms, rendered in {render_s * 1000:.0f} ms")
+    files = [p for t in takes for p in (t.midi, t.audio) if p]
+    return Result(takes, info, note, files)
+
+
+# ---------------------------------------------------------------------------------------------
+# Training, one job at a time
+
+def training_enabled() -> tuple[bool, str]:
+    """Training is on locally, and off on a public deployment (a Hugging Face Space, or a
+    server bound to all interfaces) unless DRUMGEN_ENABLE_TRAINING=1."""
+    flag = os.environ.get("DRUMGEN_ENABLE_TRAINING", "").strip().lower()
+    if flag in ("1", "true", "yes"):
+        return True, ""
+    if flag in ("0", "false", "no"):
+        return False, "Training is disabled on this server (DRUMGEN_ENABLE_TRAINING=0)."
+    public = bool(os.environ.get("SPACE_ID")) or \
+        os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1") not in ("127.0.0.1", "localhost")
+    if public:
+        return False, ("Training is off on this public deployment. Run drumgen locally, or "
+                       "set DRUMGEN_ENABLE_TRAINING=1 on a server you control.")
+    return True, ""
+
+
+@dataclass
+class Job:
+    name: str
+    out: Path
+    events: list[dict] = field(default_factory=list)
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+    error: str = ""
+    done: bool = False
+    workdir: Path | None = None
+
+
+class Trainer:
+    """Runs `drumgen.train.train` in a background thread; only one job at a time."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self.job: Job | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self.job is not None and not self.job.done
+
+    def start(self, data_dir: Path | None, zip_path: str | os.PathLike | None, preset: str,
+              epochs: float | None, minutes: float | None, name: str) -> Job:
+        from .train import TrainConfig, train
+        enabled, why = training_enabled()
+        if not enabled:
+            raise RequestError(why)
+        if preset not in ("debug", "small"):
+            raise RequestError(f"preset must be debug or small here; got {preset!r}")
+        if epochs is not None and not 0 < epochs <= 100:
+            raise RequestError(f"epochs must be from 0 to 100; got {epochs}")
+        if minutes is not None and not 0 < minutes <= 24 * 60:
+            raise RequestError(f"time budget must be from 0 to 1440 minutes; got {minutes}")
+        if epochs is None and minutes is None:
+            raise RequestError("give a number of epochs or a time budget")
+        safe = re.sub(r"[^a-zA-Z0-9_-]+", "-", name or "").strip("-")[:40] or "my-model"
+        with self._lock:
+            if self.busy:
+                raise RequestError("a training run is already going; stop it or wait")
+            workdir = None
+            if zip_path:
+                size = Path(zip_path).stat().st_size
+                if size > MAX_UPLOAD_BYTES:
+                    raise RequestError(f"the zip is {size:,} bytes; the limit is "
+                                       f"{MAX_UPLOAD_BYTES:,}")
+                workdir = TEMP.new()
+                data_dir = safe_extract(zip_path, workdir / "data")
+            if data_dir is None:
+                raise RequestError("no data: upload a zip of style folders of MIDI files")
+            out = USER_MODELS / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
+            job = Job(out.name, out, workdir=workdir)
+            cfg = TrainConfig(preset=preset, epochs=epochs, time_budget=minutes,
+                              batch_size=8 if preset == "debug" else 16,
+                              checkpoint_every=200)
+
+            def run() -> None:
+                try:
+                    train(cfg, data_dir, out, callback=job.events.append,
+                          should_stop=job.stop.is_set)
+                except Exception as exc:  # reported to the page; the app stays up
+                    job.error = f"{type(exc).__name__}: {exc}"
+                finally:
+                    job.done = True
+                    if workdir:
+                        shutil.rmtree(workdir, ignore_errors=True)
+
+            job.thread = threading.Thread(target=run, daemon=True, name="drumgen-train")
+            self.job = job
+            job.thread.start()
+            return job
+
+    def stop(self) -> bool:
+        if self.busy:
+            self.job.stop.set()
+            return True
+        return False
+
+
+TRAINER = Trainer()
