@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
+from transformers.utils import logging as hf_logging
 
 from .pattern import atomic_write_bytes
 from .tokenizer import Tokenizer
@@ -24,6 +25,7 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
     "seed": (12, 768, 12, 2048),
 }
 STYLE_DIM = 128
+hf_logging.disable_progress_bar()  # no "Writing model shards" bars in every checkpoint
 FILES = ("config.json", "model.safetensors", "vocab.json", "styles.json", "generation.json")
 
 

@@ -1,0 +1,197 @@
+"""Generation: cache equivalence, exact bars, determinism, controls, priming, bad requests."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+import mido
+import pytest
+import torch
+
+from drumgen.feel import Feel, apply
+from drumgen.generate import Generator, Request, RequestError
+from drumgen.pattern import Pattern
+from drumgen.presets import PRESETS
+from drumgen.sampling import sample
+from drumgen.tokenizer import Grammar
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def gen(shipped) -> Generator:
+    return Generator.load(shipped, device="cpu")
+
+
+def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4):
+    tok = gen.tokenizer
+    prompts = [[tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]] * n
+    grammars = []
+    for _ in range(n):
+        g = Grammar(tok, bars, [False] * bars)
+        for t in prompts[0]:
+            g.advance(t)
+        grammars.append(g)
+    return sample(gen.bundle.model, prompts, 1, grammars, torch.Generator().manual_seed(seed),
+                  1.0, 0, 0.95, 400, engine=engine)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_cached_decoding_matches_uncached(gen, seed):
+    """The fast KV-cache decoder and the Hugging Face cached forward pick exactly the tokens
+    that re-running the whole sequence each step picks, under the same seed."""
+    naive = _sample(gen, "naive", seed)
+    assert _sample(gen, "fast", seed) == naive
+    assert _sample(gen, "hf", seed) == naive
+
+
+def test_fast_decoder_logits_match_reference(gen):
+    from drumgen.sampling import FastDecoder
+    tok, model = gen.tokenizer, gen.bundle.model
+    ids = torch.tensor([[tok.bos, tok.ids["TEMPO_3"], tok.ids["DENS_4"], tok.bar,
+                         tok.ids["POS_0"], tok.hit_token(0, 5, 8), tok.ids["POS_4"]]])
+    attn = torch.ones_like(ids)
+    style = torch.tensor([2])
+    with torch.no_grad():
+        ref = model(input_ids=ids, style_ids=style).logits[0]
+        fast = FastDecoder(model)
+        got = [fast.start(ids[:, :3], attn[:, :3], style, 16)[0]]
+        got += [fast.step(ids[:, i:i + 1])[0] for i in range(3, ids.shape[1])]
+    assert torch.allclose(torch.stack(got), ref[2:], atol=1e-4)
+
+
+@pytest.mark.parametrize("style", ["funk", "rock", "jazz", "hiphop", "latin", "J Dilla"])
+@pytest.mark.parametrize("bars", [1, 4, 16])
+def test_exact_bar_count_and_validity(gen, style, bars):
+    grooves = gen.generate(Request(style=style, bars=bars, tempo=110, seed=bars,
+                                   variations=3, fill=bars > 1))
+    for g in grooves:
+        assert g.pattern.bars == bars
+        assert all(0 <= h.bar < bars and 0 <= h.step < 16 for h in g.pattern.hits)
+        assert gen.tokenizer.check(g.tokens, bars=bars) == []
+        mid = g.pattern.to_midi()
+        end = bars * 16 * 120
+        for track in mid.tracks:
+            assert sum(m.time for m in track) == end
+
+
+def test_same_seed_same_groove(gen):
+    a = gen.generate(Request(style="funk", seed=7))[0]
+    b = gen.generate(Request(style="funk", seed=7))[0]
+    c = gen.generate(Request(style="funk", seed=8))[0]
+    assert a.tokens == b.tokens and a.pattern.hits == b.pattern.hits
+    assert a.tokens != c.tokens
+
+
+def test_variations_are_one_batch_of_distinct_grooves(gen):
+    grooves = gen.generate(Request(style="rock", variations=8, seed=3))
+    assert len(grooves) == 8
+    assert len({tuple(g.tokens) for g in grooves}) >= 6
+
+
+def _hits_per_bar(grooves) -> float:
+    return statistics.mean(len(g.raw.hits) / g.raw.bars for g in grooves)
+
+
+def test_density_control(gen):
+    sparse = gen.generate(Request(style="funk", density="sparse", variations=8, seed=11))
+    busy = gen.generate(Request(style="funk", density="busy", variations=8, seed=11))
+    target = gen.generate(Request(style="funk", density=30, variations=8, seed=11))
+    assert _hits_per_bar(busy) > 1.5 * _hits_per_bar(sparse)
+    assert _hits_per_bar(target) > _hits_per_bar(sparse)
+
+
+def test_fill_bars_differ_from_beat_bars_as_in_gmd(gen):
+    """GMD fills use more toms and crashes, and more hits, than its beats."""
+    def stats(fill: bool):
+        grooves = gen.generate(Request(style="rock", bars=2, fill=fill, variations=8, seed=5))
+        last = [h for g in grooves for h in g.raw.hits if h.bar == 1]
+        toms = sum(h.drum in (4, 5, 6) for h in last) / max(1, len(last))
+        return len(last) / len(grooves), toms
+    beat_hits, beat_toms = stats(False)
+    fill_hits, fill_toms = stats(True)
+    assert fill_toms > beat_toms + 0.05
+    assert fill_hits >= beat_hits * 0.8
+
+
+def test_prime_continues_user_midi(gen, gmd):
+    prime = gmd / "drummer1" / "session1" / "102_funk_95_beat_4-4.mid"
+    grooves = gen.generate(Request(style="funk", bars=4, prime=prime.read_bytes(), seed=2,
+                                   variations=2))
+    assert all(g.pattern.bars == 4 for g in grooves)
+    # the prime's bars are context: the prompt ends with them, and the output is only new bars
+    unprimed = gen.generate(Request(style="funk", bars=4, seed=2, variations=2))
+    assert grooves[0].tokens != unprimed[0].tokens
+
+
+@pytest.mark.parametrize("field,value,words", [
+    ("bars", 0, "bars"), ("bars", 17, "bars"), ("bars", 2.5, "bars"), ("tempo", 39, "tempo"),
+    ("tempo", 301, "tempo"), ("tempo", float("nan"), "tempo"), ("temperature", 0, "temperature"),
+    ("temperature", 5, "temperature"), ("top_k", -1, "top_k"), ("top_p", 1.5, "top_p"),
+    ("seed", -1, "seed"), ("variations", 0, "variations"), ("variations", 9, "variations"),
+    ("swing", 40, "swing"), ("humanize", 2, "humanize"), ("density", "huge", "density"),
+    ("density", 0, "density"), ("fill", "yes", "fill"), ("style", "", "style"),
+    ("style", "polka", "style"), ("style", None, "style"), ("tempo", "fast", "tempo"),
+])
+def test_bad_requests_name_the_parameter(gen, field, value, words):
+    with pytest.raises(RequestError, match=words):
+        gen.generate(Request(**{field: value}))
+
+
+@pytest.mark.parametrize("data,words", [(b"", "empty"), (b"garbage bytes", "not a MIDI"),
+                                        (b"MThd\x00\x00\x00\x06\x00\x01", "corrupt")])
+def test_bad_prime_is_refused(gen, data, words):
+    with pytest.raises(RequestError, match=f"prime: .*{words}"):
+        gen.generate(Request(prime=data))
+
+
+def test_presets_are_complete_and_resolve(gen):
+    assert {"j dilla", "questlove", "metro boomin"} <= set(PRESETS) and len(PRESETS) >= 5
+    for preset in PRESETS.values():
+        assert preset.style in gen.styles
+        assert 40 <= preset.tempo_range[0] < preset.tempo_range[1] <= 300
+        assert preset.description and preset.kit
+        groove = gen.generate(Request(style=preset.name.upper(), tempo=preset.tempo, seed=1))[0]
+        assert groove.preset == preset.name and groove.style == preset.style
+
+
+def test_feel_moves_timing_and_velocity():
+    from drumgen.pattern import Hit
+    pattern = Pattern([Hit(0, s, 2, 80, 0.0) for s in range(16)] + [Hit(0, 4, 1, 100, 0.0)], 1,
+                      100.0)
+    swung = apply(pattern, Feel(swing=66))
+    odd = [h.offset for h in swung.hits if h.step % 2 == 1]
+    even = [h.offset for h in swung.hits if h.step % 2 == 0]
+    assert all(o == pytest.approx(0.32) for o in odd) and all(e == 0 for e in even)
+    laid = apply(pattern, Feel(laid_back_ms={"snare": 30}))
+    snare = next(h for h in laid.hits if h.drum == 1)
+    assert snare.offset * pattern.step_seconds * 1000 == pytest.approx(30, abs=0.1)
+    human = apply(pattern, Feel(humanize=1.0), seed=1)
+    assert human.hits != pattern.hits and apply(pattern, Feel(humanize=1.0), seed=1) == human
+    assert all(-0.5 <= h.offset < 0.5 and 1 <= h.velocity <= 127 for h in human.hits)
+
+
+def test_generator_is_cached(shipped):
+    assert Generator.load(shipped, "cpu") is Generator.load(shipped, "cpu")
+
+
+def test_cli_generate_writes_midi_and_wav(tmp_path):
+    out = tmp_path / "groove.mid"
+    run = subprocess.run([sys.executable, "-m", "drumgen", "generate", "--style", "funk",
+                          "--bars", "4", "--tempo", "100", "--seed", "7", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    mid = mido.MidiFile(out)
+    assert sum(m.time for m in mid.tracks[1]) == 4 * 16 * 120
+    run = subprocess.run([sys.executable, "-m", "drumgen", "generate", "--style", "Questlove",
+                          "--variations", "3", "--wav", "--out", str(tmp_path / "v" / "q.mid")],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    names = sorted(p.name for p in (tmp_path / "v").iterdir())
+    assert names == ["q_1.mid", "q_1.wav", "q_2.mid", "q_2.wav", "q_3.mid", "q_3.wav"]
+    run = subprocess.run([sys.executable, "-m", "drumgen", "generate", "--bars", "40"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 2 and "bars must be from 1 to 16" in run.stderr

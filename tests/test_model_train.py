@@ -1,0 +1,186 @@
+"""The model folder, training, resume, fine-tuning and crash safety."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from drumgen import model as model_mod
+from drumgen.model import ModelError
+from drumgen.tokenizer import Tokenizer
+from drumgen.train import TrainConfig, latest_checkpoint, train
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_save_load_roundtrip(tmp_path):
+    tok = Tokenizer()
+    model = model_mod.build("debug", len(tok), 5).eval()
+    bundle = model_mod.Bundle(model, tok, ["a", "b", "c", "d", "e"],
+                              model_mod.GenerationDefaults(temperature=0.8))
+    model_mod.save(bundle, tmp_path / "m")
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(model_mod.FILES)
+    loaded = model_mod.load(tmp_path / "m")
+    assert loaded.styles == bundle.styles
+    assert loaded.tokenizer.vocab == tok.vocab
+    assert loaded.defaults.temperature == 0.8
+    ids = torch.tensor([[tok.bos, tok.ids["TEMPO_3"], tok.ids["DENS_4"], tok.bar]])
+    style = torch.tensor([2])
+    with torch.no_grad():
+        a = model(input_ids=ids, style_ids=style).logits
+        b = loaded.model(input_ids=ids, style_ids=style).logits
+    assert torch.allclose(a, b, atol=1e-5)
+    assert not list((tmp_path / "m").glob("*.bin")) and not list((tmp_path / "m").glob("*.pt"))
+
+
+def test_style_embedding_reaches_every_position():
+    tok = Tokenizer()
+    model = model_mod.build("debug", len(tok), 3).eval()
+    ids = torch.tensor([[tok.bos, tok.ids["TEMPO_3"], tok.ids["DENS_4"], tok.bar]])
+    with torch.no_grad():
+        a = model(input_ids=ids, style_ids=torch.tensor([0])).logits
+        b = model(input_ids=ids, style_ids=torch.tensor([1])).logits
+    assert all(not torch.allclose(a[0, i], b[0, i]) for i in range(ids.shape[1]))
+
+
+@pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "corrupt_json",
+                                    "wrong_styles", "not_a_folder"])
+def test_corrupt_model_folder_gives_clear_error(tmp_path, debug_model, damage):
+    folder = tmp_path / "m"
+    shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    expected = {"missing_weights": "model.safetensors", "corrupt_weights": "weights",
+                "corrupt_json": "corrupt", "wrong_styles": "does not match",
+                "not_a_folder": "no model folder"}[damage]
+    if damage == "missing_weights":
+        (folder / "model.safetensors").unlink()
+    elif damage == "corrupt_weights":
+        (folder / "model.safetensors").write_bytes(b"\x00garbage" * 100)
+    elif damage == "corrupt_json":
+        (folder / "styles.json").write_text("{not json")
+    elif damage == "wrong_styles":
+        (folder / "styles.json").write_text(json.dumps(["only_one"]))
+    else:
+        folder = tmp_path / "nothing"
+    with pytest.raises(ModelError, match=expected):
+        model_mod.load(folder)
+
+
+def test_training_lowers_loss_and_writes_checkpoints(tmp_path, small_gmd):
+    events = []
+    summary = train(TrainConfig(preset="debug", epochs=3, batch_size=8, checkpoint_every=10,
+                                keep_checkpoints=2, warmup_steps=5, lr=3e-3), small_gmd,
+                    tmp_path / "run", callback=events.append)
+    evals = [e["val_loss"] for e in events if e["event"] == "eval"]
+    steps = [e for e in events if e["event"] == "step"]
+    assert len(evals) >= 3 and evals[-1] < evals[0] - 0.2 < math.log(1189), evals
+    assert steps[-1]["loss"] < steps[0]["loss"]
+    assert summary["best_val"] == min(evals)
+    checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
+    assert len(checkpoints) == 2  # keeps the last 2 of them
+    assert (tmp_path / "run" / "train_config.json").is_file()
+    best = model_mod.load(tmp_path / "run")  # the best model sits at the top level
+    assert best.styles[:3] == ["rock", "funk", "jazz"]
+    lrs = [e["lr"] for e in steps]
+    assert max(lrs) == pytest.approx(3e-3, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]
+
+
+def test_resume_continues_from_saved_step(tmp_path, small_gmd):
+    cfg = TrainConfig(preset="debug", epochs=1, batch_size=8, checkpoint_every=5)
+    first = train(cfg, small_gmd, tmp_path / "run")
+    saved = json.loads((latest_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())
+    assert saved["step"] == first["step"]
+    events = []
+    cfg.epochs = 2
+    second = train(cfg, small_gmd, tmp_path / "run", resume=True, callback=events.append)
+    steps = [e["step"] for e in events if e["event"] == "step"]
+    assert steps[0] == first["step"] + 1
+    assert second["step"] == 2 * first["step"]
+    assert any("resumed" in e.get("message", "") for e in events)
+
+
+def test_resume_without_checkpoint_is_an_error(tmp_path, small_gmd):
+    with pytest.raises(FileNotFoundError, match="no checkpoint"):
+        train(TrainConfig(preset="debug", epochs=1), small_gmd, tmp_path / "new", resume=True)
+
+
+def _user_folder(root: Path, gmd: Path, style: str, count: int) -> Path:
+    """A user's data folder of real GMD grooves, under a new style name (files are linked)."""
+    folder = root / style
+    folder.mkdir(parents=True)
+    files = sorted((gmd / "drummer1" / "session2").glob("*_beat_*.mid"))[:count]
+    for f in files:
+        (folder / f.name).symlink_to(f)
+    return root
+
+
+def test_fine_tune_adds_a_style(tmp_path, debug_model, gmd):
+    data = _user_folder(tmp_path / "data", gmd, "mydilla", 6)
+    before = model_mod.load(debug_model)
+    mean_row = before.model.style_emb.weight.mean(0)
+    out = tmp_path / "tuned"
+    train(TrainConfig(preset="debug", epochs=1, batch_size=4, checkpoint_every=1000), data,
+          out, init_from=debug_model)
+    after = model_mod.load(out)
+    assert after.styles[: len(before.styles)] == before.styles
+    assert after.styles[-1] == "mydilla"
+    assert after.model.config.n_styles == len(before.styles) + 1
+    assert after.tokenizer.vocab == before.tokenizer.vocab
+    # the new row started at the mean of the old rows and has moved only a little
+    assert torch.dist(after.model.style_emb.weight[-1], mean_row) < mean_row.norm()
+    from drumgen.generate import Generator, Request
+    groove = Generator.load(out).generate(Request(style="mydilla", bars=2, seed=1))[0]
+    assert groove.pattern.bars == 2
+
+
+def test_time_budget_stops_training(tmp_path, small_gmd):
+    start = time.time()
+    summary = train(TrainConfig(preset="debug", time_budget=0.1, batch_size=8,
+                                checkpoint_every=1000), small_gmd, tmp_path / "run")
+    assert summary["reason"] in ("time budget", "done")
+    assert time.time() - start < 60
+
+
+def test_stop_callback_stops_training(tmp_path, small_gmd):
+    events = []
+    summary = train(TrainConfig(preset="debug", epochs=50, batch_size=8), small_gmd,
+                    tmp_path / "run", callback=events.append,
+                    should_stop=lambda: sum(e["event"] == "step" for e in events) >= 3)
+    assert summary["reason"] == "stopped" and summary["step"] == 3
+    assert model_mod.load(tmp_path / "run")  # stopping still leaves a usable model
+
+
+def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, small_gmd):
+    """SIGKILL mid-run: the last complete checkpoint loads, and --resume continues from it."""
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "drumgen", "train", "--data", str(small_gmd), "--preset",
+            "debug", "--batch-size", "4", "--epochs", "100", "--out", str(out)]
+    proc = subprocess.Popen(base + ["--checkpoint-every", "3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            found = sorted((out / "checkpoints").glob("step-*[0-9]")) if out.exists() else []
+            if len(found) >= 2:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("no checkpoints appeared")
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    last = latest_checkpoint(out)
+    loaded = model_mod.load(last)
+    assert loaded.model.config.n_layer == 2
+    step = json.loads((last / "trainer_state.json").read_text())["step"]
+    result = subprocess.run(base + ["--resume", "--time-budget", "0.05"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"resumed from {last.name} at step {step}" in result.stdout + result.stderr
