@@ -7,6 +7,7 @@ Run `make demo` (or `python app.py`). Listens on GRADIO_SERVER_NAME:GRADIO_SERVE
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
 import random
 import time
@@ -18,6 +19,7 @@ import gradio as gr  # noqa: E402
 
 from drumgen import grid, service  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
+from drumgen.archive import ArchiveError  # noqa: E402
 from drumgen.constants import DENSITY_NAMES, GMD_STYLES  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.generate import Generator, Request, RequestError  # noqa: E402
@@ -28,6 +30,11 @@ from drumgen.render import Renderer  # noqa: E402
 STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
 USER_ERRORS = (RequestError, MidiError, ModelError, ValueError, FileNotFoundError)
+
+
+def user_error(message: str) -> gr.Error:
+    """An error the user can fix: shown until closed, and not logged as a crash."""
+    return gr.Error(message, duration=None, print_exception=False)
 
 
 def describe(style: str) -> str:
@@ -68,7 +75,7 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                                   None if kit in (None, "", NO_AUDIO_KIT) else kit,
                                   midi_layout or "gm")
     except USER_ERRORS as exc:
-        raise gr.Error(str(exc), duration=None) from None
+        raise user_error(str(exc)) from None
     if kit == NO_AUDIO_KIT:
         result.audio_note = "Audio off (kit: none)."
     take = result.takes[0]
@@ -91,7 +98,8 @@ def _audio(take, kit):
 
 
 def _plot(take):
-    return grid.figure(take.pattern, take.title)
+    p = take.pattern
+    return grid.figure(p, f"{take.title}: {p.bars} bars at {p.tempo:g} bpm")
 
 
 def _path(p):
@@ -121,6 +129,31 @@ def _number_or_name(value):
     return value
 
 
+def on_model(model, style):
+    """Offer the chosen model's own styles (a model trained here may know new ones)."""
+    try:
+        choices = service.style_choices(model or None)
+    except USER_ERRORS:
+        return gr.update()
+    return gr.update(choices=choices, value=style if style in choices else choices[0])
+
+
+def name_errors(fn, components) -> None:
+    """Gradio checks ranges and choices itself before `fn` runs, with messages such as
+    "Value 0 is less than minimum value 1." that do not say which input was wrong. Prefix each
+    with the API parameter name, so the page and API clients see "bars: Value 0 is ..."."""
+    for name, component in zip(inspect.signature(fn).parameters, components, strict=False):
+        check = component.preprocess
+
+        def preprocess(payload, _check=check, _name=name):
+            try:
+                return _check(payload)
+            except gr.Error as exc:
+                raise user_error(f"{_name}: {exc.message}") from None
+
+        component.preprocess = preprocess
+
+
 def new_seed() -> int:
     return random.randrange(100_000)
 
@@ -136,9 +169,11 @@ def train(data_source, zip_file, preset, epochs, minutes, name, progress=gr.Prog
                                     None if use_gmd else zip_file, preset,
                                     float(epochs) if epochs else None,
                                     float(minutes) if minutes else None, name)
+    except ArchiveError as exc:  # a zip refused by the archive checks
+        raise user_error(f"zip_file: {exc}") from None
     except USER_ERRORS as exc:
-        raise gr.Error(str(exc), duration=None) from None
-    except Exception as exc:  # a zip refused by the archive checks, and the like
+        raise user_error(str(exc)) from None
+    except Exception as exc:  # an unreadable upload, and the like
         raise gr.Error(f"{type(exc).__name__}: {exc}", duration=None) from None
     last = -1
     while not job.done or last != len(job.events):
@@ -221,7 +256,7 @@ the model has not learned those producers. Fine-tune on your own MIDI (Train tab
 ```python
 from gradio_client import Client
 client = Client("http://127.0.0.1:7860/")
-audio, grid, midi, wav, files, info = client.predict(
+audio, grid, midi, wav, files, info, _variations = client.predict(
     style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95, seed=7,
     api_name="/generate")
 ```
@@ -252,14 +287,15 @@ def build() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    style = gr.Dropdown(STYLE_CHOICES, value="funk", label="Style or preset")
+                    style = gr.Dropdown(STYLE_CHOICES, value="funk", label="Style or preset",
+                                        allow_custom_value=True)  # a trained model's styles
                     style_info = gr.Markdown(describe("funk"))
                     with gr.Row():
                         tempo = gr.Slider(40, 300, value=100, step=1, label="Tempo (bpm)")
                         bars = gr.Slider(1, 16, value=4, step=1, label="Bars")
                     with gr.Row():
                         seed = gr.Number(value=7, precision=0, label="Seed", minimum=0)
-                        dice = gr.Button("🎲 New seed", size="sm")
+                        dice = gr.Button("New random seed", size="sm")
                     with gr.Row():
                         fill = gr.Checkbox(False, label="Fill in the last bar")
                         variations = gr.Slider(1, 8, value=1, step=1, label="Variations")
@@ -286,7 +322,8 @@ def build() -> gr.Blocks:
                     audio = gr.Audio(label="Listen (loops)", type="filepath", loop=True,
                                      interactive=False, buttons=["download"])
                     take = gr.Radio([], label="Variation", visible=False)
-                    plot = gr.Plot(label="Drum grid")
+                    # the figure has its own title; Gradio's label badge hid its top rows
+                    plot = gr.Plot(label="Drum grid", show_label=False)
                     with gr.Row():
                         midi = gr.File(label="MIDI (.mid)")
                         wav = gr.File(label="Audio (.wav)")
@@ -295,6 +332,7 @@ def build() -> gr.Blocks:
             state = gr.State()
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,
                       density, swing, humanize, kit, midi_layout, prime, model]
+            name_errors(generate, inputs)
             go.click(generate, inputs, [audio, plot, midi, wav, files, info, state, take],
                      api_name="generate", concurrency_limit=2)
             take.change(show_take, [state, take, kit], [audio, plot, midi, wav],
@@ -302,6 +340,7 @@ def build() -> gr.Blocks:
             dice.click(new_seed, None, seed, api_name="new_seed")
             style.change(on_style, [style, kit], [style_info, tempo, kit],
                          api_visibility="private")
+            model.change(on_model, [model, style], style, api_visibility="private")
         with gr.Tab("Train"):
             if not enabled:
                 gr.Markdown(f"**{why}**")
@@ -327,6 +366,7 @@ def build() -> gr.Blocks:
                 with gr.Column():
                     status = gr.Markdown()
                     curve = gr.Plot(label="Loss")
+            name_errors(train, [source, upload, t_preset, epochs, minutes, name])
             start.click(train, [source, upload, t_preset, epochs, minutes, name],
                         [status, curve, model], api_name="train", concurrency_limit=1,
                         show_progress="minimal")

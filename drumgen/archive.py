@@ -9,6 +9,7 @@ import stat
 import tempfile
 import urllib.request
 import zipfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path, PurePosixPath
 
@@ -36,7 +37,8 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None,
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".part")
     try:
-        with urllib.request.urlopen(url, timeout=60) as response, os.fdopen(fd, "wb") as out:
+        # open the temp file first: it then closes even when the URL cannot be opened
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(url, timeout=60) as response:
             total = int(response.headers.get("Content-Length") or 0)
             done = 0
             for block in iter(lambda: response.read(1 << 16), b""):
@@ -87,7 +89,8 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
     with archive:
         members = archive.infolist()
         if len(members) > max_entries:
-            raise ArchiveError(f"the zip has {len(members):,} entries; the limit is {max_entries:,}")
+            raise ArchiveError(
+                f"the zip has {len(members):,} entries; the limit is {max_entries:,}")
         total = sum(m.file_size for m in members)
         if total > max_bytes:
             raise ArchiveError(f"the zip unpacks to {total:,} bytes; the limit is {max_bytes:,}")
@@ -102,6 +105,9 @@ def safe_extract(zip_path: str | os.PathLike, dest: str | os.PathLike,
                 with archive.open(info) as src, open(target, "wb") as out:
                     # read at most the declared size: a lying header cannot inflate past it
                     out.write(src.read(info.file_size + 1)[: info.file_size])
+        except (zipfile.BadZipFile, zlib.error, EOFError) as exc:  # bad CRC, bad deflate data
+            shutil.rmtree(dest, ignore_errors=True)
+            raise ArchiveError(f"corrupt zip entry {info.filename!r}: {exc}") from None
         except BaseException:
             shutil.rmtree(dest, ignore_errors=True)
             raise

@@ -121,7 +121,10 @@ def cmd_data(args) -> None:
         kwargs = {"url": args.url} if args.url else {}
         if args.sha256:
             kwargs["sha256"] = args.sha256
-        folder = data_mod.fetch_gmd(args.dest, progress=progress, **kwargs)
+        # by default where --data looks: $DRUMGEN_DATA, else ../shared/data/groove (never
+        # inside the checkout, where the dataset could be committed by mistake)
+        dest = args.dest or data_mod.default_data_dir() or data_mod.DEFAULT_GMD
+        folder = data_mod.fetch_gmd(dest, progress=progress, **kwargs)
         bar.close()
         print(f"Groove MIDI Dataset ready at {folder} (CC BY 4.0, Gillick et al. 2019)")
     else:
@@ -188,7 +191,8 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("data", help="fetch the Groove MIDI Dataset, or print stats")
     dsub = d.add_subparsers(dest="action", required=True)
     f = dsub.add_parser("fetch")
-    f.add_argument("--dest", type=Path, default=Path("data/groove"))
+    f.add_argument("--dest", type=Path, default=None,
+                   help=f"default ${data_mod.ENV_VAR} or ../shared/data/groove")
     f.add_argument("--url", default=None)
     f.add_argument("--sha256", default=None)
     s = dsub.add_parser("stats")

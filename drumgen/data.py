@@ -164,7 +164,9 @@ def examples(pairs: list[tuple[Record, Pattern]], tok: Tokenizer, styles: list[s
 def fetch_gmd(dest: str | os.PathLike, url: str = GMD_URL, sha256: str = GMD_SHA256,
               progress: Callable[[int, int], None] | None = None) -> Path:
     """Download the GMD MIDI-only zip, verify it, and unpack it to `dest`; returns the folder
-    holding info.csv. Does nothing if `dest` already holds the dataset."""
+    holding info.csv: `dest` itself, as the zip's folder with info.csv (groove/) is unpacked
+    as `dest`, so `dest` is what --data and $DRUMGEN_DATA name. Does nothing if `dest` already
+    holds the dataset."""
     dest = Path(dest)
     found = _find_info(dest)
     if found:
@@ -172,12 +174,11 @@ def fetch_gmd(dest: str | os.PathLike, url: str = GMD_URL, sha256: str = GMD_SHA
     dest.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         archive = download(url, Path(tmp) / "groove.zip", sha256, progress)
-        safe_extract(archive, Path(tmp) / "unpacked")
-        os.replace(Path(tmp) / "unpacked", dest)
-    found = _find_info(dest)
-    if not found:
-        raise FileNotFoundError(f"the archive from {url} holds no info.csv")
-    return found
+        found = _find_info(safe_extract(archive, Path(tmp) / "unpacked"))
+        if not found:
+            raise FileNotFoundError(f"the archive from {url} holds no info.csv")
+        os.replace(found, dest)
+    return dest
 
 
 def _find_info(dest: Path) -> Path | None:

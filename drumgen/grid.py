@@ -15,7 +15,9 @@ def figure(pattern: Pattern, title: str = "") -> Figure:
     """A matplotlib Figure of `pattern` (built without pyplot)."""
     steps = pattern.steps_per_bar
     total = pattern.bars * steps
-    fig = Figure(figsize=(max(6.0, 1.6 + total * 0.16), 3.2), dpi=100, layout="constrained")
+    # about 8 x 3.2 inches for 4 bars: wider figures shrink to illegible type in the app's column
+    width = min(11.0, max(6.0, 1.6 + total * 0.1))
+    fig = Figure(figsize=(width, 3.2), dpi=100, layout="constrained")
     ax = fig.add_subplot()
     for i in range(total + 1):  # grid lines: bars bold, beats medium, 16ths faint
         weight = 1.6 if i % steps == 0 else 0.7 if i % 4 == 0 else 0.25

@@ -17,8 +17,17 @@ from pathlib import Path
 import mido
 
 from .constants import (
-    DRUM_CHANNEL, DRUM_LABELS, DRUMS, KITS, MAX_MIDI_BARS, MAX_MIDI_BYTES, MAX_STEPS_PER_BAR,
-    MIDI_LAYOUTS, PITCH_TO_DRUM, PPQ, STEPS_PER_QUARTER,
+    DRUM_CHANNEL,
+    DRUM_LABELS,
+    DRUMS,
+    KITS,
+    MAX_MIDI_BARS,
+    MAX_MIDI_BYTES,
+    MAX_STEPS_PER_BAR,
+    MIDI_LAYOUTS,
+    PITCH_TO_DRUM,
+    PPQ,
+    STEPS_PER_QUARTER,
 )
 
 
@@ -121,18 +130,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
 # Reading
 
 def _load_midi(source: str | os.PathLike | bytes) -> mido.MidiFile:
-    if isinstance(source, (bytes, bytearray)):
+    if isinstance(source, (bytes, bytearray, memoryview)):
         data = bytes(source)
         label = "the MIDI data"
     else:
         path = Path(source)
         label = path.name
-        if not path.is_file():
+        if not path.exists():
             raise MidiError(f"{label}: no such file")
-        size = path.stat().st_size
-        if size > MAX_MIDI_BYTES:
-            raise MidiError(f"{label}: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
-        data = path.read_bytes()
+        if not path.is_file():
+            raise MidiError(f"{label}: not a file")
+        try:
+            size = path.stat().st_size
+            if size > MAX_MIDI_BYTES:
+                raise MidiError(
+                    f"{label}: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
+            data = path.read_bytes()
+        except OSError as exc:
+            raise MidiError(f"{label}: cannot be read ({exc.strerror or exc})") from None
     if not data:
         raise MidiError(f"{label}: the file is empty")
     if len(data) > MAX_MIDI_BYTES:
@@ -141,7 +156,10 @@ def _load_midi(source: str | os.PathLike | bytes) -> mido.MidiFile:
         raise MidiError(f"{label}: not a MIDI file (no MThd header)")
     try:
         return mido.MidiFile(file=io.BytesIO(data), clip=True)
-    except Exception as exc:  # mido raises OSError, EOFError, ValueError, KeyError...
+    except EOFError:
+        raise MidiError(f"{label}: corrupt MIDI data (truncated: it ends in the middle of a "
+                        "chunk)") from None
+    except Exception as exc:  # mido raises OSError, ValueError, KeyError...
         raise MidiError(f"{label}: corrupt MIDI data ({type(exc).__name__}: {exc})") from None
 
 
@@ -171,6 +189,8 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
         raise MidiError("corrupt MIDI header: ticks per beat must be positive")
     events = sorted(_absolute_events(mid), key=lambda e: e[0])
     tempos = [m.tempo for _, _, m in events if m.type == "set_tempo"]
+    if any(t <= 0 for t in tempos):
+        raise MidiError("corrupt MIDI data: a set_tempo event of 0 microseconds per beat")
     signatures = {(m.numerator, m.denominator) for _, _, m in events if m.type == "time_signature"}
     if len(signatures) > 1:
         found = ", ".join(f"{n}/{d}" for n, d in sorted(signatures))
@@ -185,6 +205,11 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
     if not drum_notes:
         raise MidiError("no drum notes: nothing on MIDI channel 10 and no track named as drums")
     step_ticks = mid.ticks_per_beat / STEPS_PER_QUARTER
+    # A file that ends on a bar line is that many bars long: a hit just before its end stays
+    # in the last bar, as late as the grid allows, rather than opening a bar of its own.
+    end = max((t for t, _, _ in events), default=0)
+    end_bars = end / (step_ticks * spb)
+    closing = int(end_bars) * spb if end_bars == int(end_bars) else None
     hits, unknown = [], 0
     for tick, msg in drum_notes:
         drum = PITCH_TO_DRUM.get(msg.note)
@@ -193,8 +218,11 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
             continue
         position = tick / step_ticks
         grid = math.floor(position + 0.5)
+        offset = position - grid
+        if grid == closing and tick < end:
+            grid, offset = grid - 1, math.nextafter(0.5, 0.0)
         bar, step = divmod(grid, spb)
-        hits.append(Hit(bar, step, drum, min(127, max(1, msg.velocity)), position - grid))
+        hits.append(Hit(bar, step, drum, min(127, max(1, msg.velocity)), offset))
     if not hits:
         raise MidiError(f"no usable drum notes: all {unknown} drum notes have pitches outside "
                         "the drum map")
@@ -202,7 +230,8 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
     if bars > MAX_MIDI_BARS:
         raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
     tempo = mido.tempo2bpm(tempos[0]) if tempos else 120.0
-    dropped = {"unknown_pitch": unknown, "tempo_changes": max(0, len(set(tempos)) - 1)}
+    changes = sum(a != b for a, b in zip(tempos, tempos[1:], strict=False))  # in order
+    dropped = {"unknown_pitch": unknown, "tempo_changes": changes}
     return Pattern(hits, bars, round(tempo, 3), signature, {k: v for k, v in dropped.items() if v})
 
 

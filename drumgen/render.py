@@ -1,9 +1,20 @@
 """Audio: render a pattern through FluidSynth with a drum kit, to a seamless loop.
 
 One `fluidsynth.Synth` is loaded once per process and reused under a lock (30-50 ms a render
-against 100-200 ms for the CLI, DESIGN.md), with `system_reset()` between renders. Soundfonts are
-found in the repository's `soundfonts/` (our own CC0 kit), in $DRUMGEN_SOUNDFONTS, and where
-Debian installs GM soundfonts.
+against 100-200 ms for the CLI, DESIGN.md). Soundfonts are found in the repository's
+`soundfonts/` (our own CC0 kit), in $DRUMGEN_SOUNDFONTS, and where Debian installs GM soundfonts.
+
+Renders are reproducible: the same pattern and kit give the same samples, whatever was rendered
+before. FluidSynth habits that stood in the way, each measured here:
+- its 16-bit output is dithered with noise that carries on from call to call: we read floats;
+- `system_reset()` leaves some voices sounding (FluidR3's 808 cymbals rang into the next
+  render): every channel also gets `all_sounds_off`, and reverb and chorus, whose tails outlive
+  any reset, are off (the loops are dry, as drum loops for a DAW usually are);
+- a note starts at the next 64-sample block, so timing depended on how many samples earlier
+  renders had read: renders start on a block boundary and onsets are rounded to blocks (1.45 ms);
+- a voice slot starts each note from the state its previous note left (a fresh slot attacks
+  softer, one last used by another kit differently): after each render every slot plays the
+  same note for one block (about 6 ms).
 """
 
 from __future__ import annotations
@@ -20,6 +31,7 @@ from .constants import DRUM_CHANNEL, KITS
 from .pattern import Pattern, atomic_write_bytes
 
 SAMPLE_RATE = 44100
+BLOCK = 64  # FluidSynth renders, and starts notes, in blocks of this many samples
 TAIL_SECONDS = 1.5  # ring-out folded back onto the start, so the loop is seamless
 REPO_SOUNDFONTS = Path(__file__).resolve().parent.parent / "soundfonts"
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/soundfonts"),
@@ -68,14 +80,22 @@ class Renderer:
         self.reason = ""
         self.synth = None
         self._sfids: dict[Path, int] = {}
+        self._write_float = None
+        self._clock = 0  # samples read from the synth so far, to keep renders block-aligned
         try:
             import fluidsynth  # needs Debian's libfluidsynth3
-            self.synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=0.6)
+            self.synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=0.6,
+                                          **{"synth.reverb.active": 0,
+                                             "synth.chorus.active": 0})
+            self._write_float = _float_writer(fluidsynth)
         except Exception as exc:  # ImportError, OSError when the library is missing
             self.reason = f"FluidSynth is not available ({type(exc).__name__}: {exc})"
         self.kits = self._find_kits(soundfonts if soundfonts is not None else soundfont_paths())
         if self.synth and not self.kits:
             self.reason = "no drum soundfont found"
+        if self.available:
+            with self._lock:
+                self._reset_voices()
 
     @classmethod
     def default(cls) -> Renderer:
@@ -110,6 +130,61 @@ class Renderer:
                     kits.append(Kit(f"{name} ({path.stem})", path, 128, program))
         return kits
 
+    def _samples(self, n: int) -> np.ndarray:
+        """The next `n` stereo frames as float32 (n, 2), in [-1, 1] full scale."""
+        self._clock += n
+        if self._write_float is None:  # an old pyfluidsynth: dithered 16-bit samples
+            return (np.asarray(self.synth.get_samples(n), np.float32) / 32768.0).reshape(-1, 2)
+        out = np.zeros((n, 2), np.float32)
+        ptr = out.ctypes.data
+        if self._write_float(self.synth.synth, n, ptr, 0, 2, ptr, 1, 2) != 0:
+            raise RenderError("FluidSynth failed to render")
+        return out
+
+    def _align(self) -> None:
+        """Read up to the next block boundary, so this render's notes start where they would
+        in a fresh synth."""
+        if self._clock % BLOCK:
+            self._samples(BLOCK - self._clock % BLOCK)
+
+    def _silence(self) -> None:
+        """Stop every voice and reset the channels, then read up to a block boundary.
+        `system_reset()` alone leaves some voices sounding (FluidR3's 808 cymbals ring on into
+        the next render); `all_sounds_off` on every channel ends them."""
+        self.synth.system_reset()
+        for channel in range(16):
+            self.synth.all_sounds_off(channel)
+        self._samples(2 * BLOCK)
+        self._align()
+
+    def _reset_voices(self) -> None:
+        """Play every voice slot for a block with the same notes, then silence them all. A
+        voice slot starts each note from the state its last note left (a fresh slot gives a
+        softer attack), so without this a render would depend on what was rendered before."""
+        synth, kit = self.synth, self.kits[0]
+        self._silence()
+        sfid = self._sfid(kit.soundfont)
+        for channel in range(16):
+            synth.program_select(channel, sfid, kit.bank, kit.program)
+        polyphony = int(synth.get_setting("synth.polyphony") or 256)
+        count = getattr(synth, "get_active_voice_count", None)
+        active, step = 0, 1
+        for _ in range(polyphony):  # rounds; notes pile up until every slot is playing
+            for channel in range(16):
+                for key in range(128):
+                    if count is None:  # an old pyfluidsynth: one round of every key
+                        synth.noteon(channel, key, 100)
+                        continue
+                    if active + step > polyphony:
+                        break
+                    synth.noteon(channel, key, 100)
+                    before, active = active, count()
+                    step = max(step, active - before)
+            if count is None or active + step > polyphony or active == 0:
+                break
+        self._samples(BLOCK)
+        self._silence()
+
     def kit(self, name: str | None) -> Kit:
         """A kit by its full name, or by short name ("808") from the first soundfont with it."""
         if not self.available:
@@ -130,26 +205,35 @@ class Renderer:
         chosen = self.kit(kit)
         pitches = KITS["gm"]
         length = round(pattern.bars * pattern.steps_per_bar * pattern.step_seconds * SAMPLE_RATE)
-        events = sorted((max(0, round(pattern.hit_seconds(h) * SAMPLE_RATE)), pitches[h.drum],
-                         h.velocity) for h in pattern.hits)
+        events = []
+        for h in pattern.hits:
+            at = round(pattern.hit_seconds(h) * SAMPLE_RATE)
+            if at < 0:  # played ahead of the first downbeat: the end of the previous loop
+                at += length
+            # rounded to FluidSynth's 64-sample blocks, where it starts notes anyway
+            events.append((min(length - 1, max(0, BLOCK * round(at / BLOCK))), pitches[h.drum],
+                           h.velocity))
+        events.sort()
+        total = length + round(TAIL_SECONDS * SAMPLE_RATE)
         with self._lock:
             synth = self.synth
-            synth.system_reset()
-            synth.program_select(DRUM_CHANNEL, self._sfid(chosen.soundfont), chosen.bank,
-                                 chosen.program)
-            chunks, now = [], 0
-            for at, note, velocity in events:
-                if at > now:
-                    chunks.append(synth.get_samples(at - now))
-                    now = at
-                synth.noteon(DRUM_CHANNEL, note, velocity)
-            total = length + round(TAIL_SECONDS * SAMPLE_RATE)
-            chunks.append(synth.get_samples(total - now))
-            synth.system_reset()
-        audio = np.concatenate(chunks).astype(np.float32).reshape(-1, 2) / 32768.0
+            try:
+                synth.program_select(DRUM_CHANNEL, self._sfid(chosen.soundfont), chosen.bank,
+                                     chosen.program)
+                chunks, now = [], 0
+                for at, note, velocity in events:
+                    if at > now:
+                        chunks.append(self._samples(at - now))
+                        now = at
+                    synth.noteon(DRUM_CHANNEL, note, velocity)
+                chunks.append(self._samples(total - now))
+            finally:
+                self._reset_voices()  # leaves the synth as a fresh render expects it
+        audio = np.concatenate(chunks)
         loop = audio[:length].copy()
-        tail = audio[length:]
-        loop[: len(tail)] += tail[: len(loop)]
+        for start in range(length, total, length):  # ring-out folded onto the loop's start
+            tail = audio[start:start + length]
+            loop[: len(tail)] += tail
         return np.clip(loop, -1.0, 1.0)
 
     def to_ogg(self, pattern: Pattern, kit: str | None = None) -> bytes:
@@ -157,6 +241,15 @@ class Renderer:
 
     def write_wav(self, pattern: Pattern, path: str | os.PathLike, kit: str | None = None):
         return atomic_write_bytes(path, encode(self.render(pattern, kit), "WAV"))
+
+
+def _float_writer(fluidsynth):
+    """`fluid_synth_write_float` through pyfluidsynth's ctypes helper (None if missing)."""
+    from ctypes import c_int, c_void_p
+    return fluidsynth.cfunc("fluid_synth_write_float", c_int, ("synth", c_void_p, 1),
+                            ("len", c_int, 1), ("lout", c_void_p, 1), ("loff", c_int, 1),
+                            ("lincr", c_int, 1), ("rout", c_void_p, 1), ("roff", c_int, 1),
+                            ("rincr", c_int, 1))
 
 
 def encode(audio: np.ndarray, fmt: str) -> bytes:

@@ -62,28 +62,34 @@ class FastDecoder:
         self.pos = (attn.cumsum(-1) - 1).clamp(min=0)
         self.style = self.model.style_proj(self.model.style_emb(style_ids))[:, None, :]
         self.length = 0
-        causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
-        mask = causal[None, None] & self.valid[:, None, None, :width]
-        mask |= torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pad rows: self
+        # Masks only when prompts are padded: SDPA's unmasked path is the fast one on CPU.
+        self.padded = bool((attn == 0).any())
+        mask = None
+        if self.padded:
+            causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
+            mask = causal[None, None] & self.valid[:, None, None, :width]
+            mask |= torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pad rows
         del d
-        return self._forward(ids, self.pos, mask)
+        return self._forward(ids, self.pos, mask, causal=not self.padded)
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per row; returns the logits after it."""
         self.pos = self.pos[:, -1:] + 1
         self.valid[:, self.length] = True
-        return self._forward(ids, self.pos, self.valid[:, None, None, : self.length + 1])
+        mask = self.valid[:, None, None, : self.length + 1] if self.padded else None
+        return self._forward(ids, self.pos, mask)
 
-    def _forward(self, ids, pos, mask) -> torch.Tensor:
+    def _forward(self, ids, pos, mask, causal: bool = False) -> torch.Tensor:
         t, n, width = self.t, ids.shape[0], ids.shape[1]
         x = t.wte(ids) + t.wpe(pos) + self.style.to(t.wte.weight.dtype)
         start, end = self.length, self.length + width
-        for (ln1, c_attn, c_proj, ln2, fc, proj), cache in zip(self.blocks, self.cache):
+        for block, cache in zip(self.blocks, self.cache, strict=True):
+            ln1, c_attn, c_proj, ln2, fc, proj = block
             h = F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)
             q, k, v = self._conv(c_attn, h).view(n, width, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
             cache[0, :, :, start:end], cache[1, :, :, start:end] = k, v
             a = F.scaled_dot_product_attention(q, cache[0, :, :, :end], cache[1, :, :, :end],
-                                               attn_mask=mask)
+                                               attn_mask=mask, is_causal=causal and width > 1)
             x = x + self._conv(c_proj, a.transpose(1, 2).reshape(n, width, -1))
             h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
             x = x + self._conv(proj, F.gelu(self._conv(fc, h), approximate="tanh"))
@@ -162,7 +168,7 @@ class GrammarLogitsProcessor(LogitsProcessor):
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor):
         if input_ids.shape[1] > self.prompt_length:
-            for g, t in zip(self.grammars, input_ids[:, -1].tolist()):
+            for g, t in zip(self.grammars, input_ids[:, -1].tolist(), strict=True):
                 if g.state.phase != "DONE":
                     g.advance(t)
         return scores.masked_fill(~masks(self.grammars, scores.device), float("-inf"))

@@ -4,6 +4,7 @@ and run one training job at a time. `app.py` only wires widgets to these functio
 from __future__ import annotations
 
 import atexit
+import json
 import os
 import re
 import shutil
@@ -19,7 +20,7 @@ from .archive import safe_extract
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES
 from .pattern import MAX_MIDI_BYTES
-from .render import RenderError, Renderer, encode
+from .render import Renderer, RenderError, encode
 
 USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
                                   Path(__file__).resolve().parent.parent / "runs" / "models"))
@@ -41,8 +42,11 @@ class TempStore:
         with self._lock:
             now = time.time()
             for old in self.root.iterdir():
-                if now - old.stat().st_mtime > self.max_age_s:
-                    shutil.rmtree(old, ignore_errors=True)
+                try:  # a training thread may remove its own folder meanwhile
+                    if now - old.stat().st_mtime > self.max_age_s:
+                        shutil.rmtree(old, ignore_errors=True)
+                except FileNotFoundError:
+                    pass
             path = self.root / uuid.uuid4().hex
             path.mkdir()
             return path
@@ -75,6 +79,17 @@ def model_path(name: str | None) -> Path:
     if name not in known:
         raise RequestError(f"model: unknown model {name!r}; available: {', '.join(known)}")
     return known[name]
+
+
+def style_choices(model: str | None = None) -> list[str]:
+    """A model's conditioning styles (read from its styles.json, without loading it), then the
+    producer presets."""
+    folder = model_path(model)
+    try:
+        styles = json.loads((folder / "styles.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise RequestError(f"model: cannot read the styles of {folder.name} ({exc})") from None
+    return [str(s).lower() for s in styles] + [p.name for p in presets_mod.PRESETS.values()]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +234,11 @@ class Trainer:
                     raise RequestError(f"the zip is {size:,} bytes; the limit is "
                                        f"{MAX_UPLOAD_BYTES:,}")
                 workdir = TEMP.new()
-                data_dir = safe_extract(zip_path, workdir / "data")
+                try:
+                    data_dir = safe_extract(zip_path, workdir / "data")
+                except BaseException:
+                    shutil.rmtree(workdir, ignore_errors=True)
+                    raise
             if data_dir is None:
                 raise RequestError("no data: upload a zip of style folders of MIDI files")
             out = USER_MODELS / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"

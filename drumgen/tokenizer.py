@@ -29,7 +29,12 @@ from pathlib import Path
 import torch
 
 from .constants import (
-    DENSITY_EDGES, DRUMS, MAX_STEPS_PER_BAR, SHIFT_BINS, TEMPO_EDGES, VELOCITY_BINS,
+    DENSITY_EDGES,
+    DRUMS,
+    MAX_STEPS_PER_BAR,
+    SHIFT_BINS,
+    TEMPO_EDGES,
+    VELOCITY_BINS,
 )
 from .pattern import Hit, Pattern, atomic_write_bytes
 
@@ -228,6 +233,8 @@ class Grammar:
 
     def __init__(self, tok: Tokenizer, bars: int | None = None, fills: list[bool] | None = None,
                  tempo: int | None = None, density: int | None = None):
+        if bars is not None and bars < 1:
+            raise ValueError(f"a sequence has at least one bar; got bars={bars}")
         self.tok, self.bars, self.fills = tok, bars, fills
         self.tempo, self.density = tempo, density
         self.state = _State()
@@ -302,10 +309,10 @@ class Grammar:
             return f"bar {s.bars + 1} must be a {'FILL' if self.fills[s.bars] else 'BAR'}"
         if kind == "EOS" and s.bars == 0:
             return "EOS before any bar"
-        if kind == "EOS" and self.bars is not None:
-            return f"EOS after {s.bars} bars; {self.bars} were asked for"
-        if kind == "EOS":
+        if kind == "EOS" and s.pos >= 0 and s.hit < 0:
             return f"POS_{s.pos} has no hit"
+        if kind == "EOS":
+            return f"EOS after {s.bars} bars; {self.bars} were asked for"
         return f"{tok.vocab[t]} cannot appear in the body of a sequence"
 
     def advance(self, t: int) -> None:

@@ -220,7 +220,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     model, optimizer = accelerator.prepare(model, optimizer)
     steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size / accelerator.num_processes
                                 / cfg.grad_accum)
-    plan = {"total": math.ceil((cfg.epochs or 1e9) * steps_per_epoch)}
+    epoch_total = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 10**12
+    plan = {"total": epoch_total if cfg.epochs else state.get("total") or epoch_total}
+    fit_at = state["step"] + 20  # with a time budget, the schedule is fitted after 20 steps
 
     def lr_at(step: int) -> float:
         warm = min(cfg.warmup_steps, max(1, plan["total"] // 20))
@@ -279,9 +281,11 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
             state["step"] += 1
             elapsed = time.time() - started
             state["seconds"] = elapsed
-            if budget_s and state["step"] == 20:  # fit the cosine schedule to the time budget
-                per_step = elapsed / 20
-                plan["total"] = min(plan["total"], max(21, int(budget_s / per_step)))
+            if budget_s and state["step"] == fit_at:  # fit the cosine schedule to the budget
+                per_step = (time.time() - run_started) / 20
+                plan["total"] = min(epoch_total,
+                                    fit_at + max(1, int((budget_s - elapsed) / per_step)))
+                state["total"] = plan["total"]
             emit({"event": "step", "step": state["step"], "epoch": state["epoch"],
                   "loss": float(loss), "lr": lr_at(state["step"] - 1), "total": plan["total"],
                   "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),

@@ -48,6 +48,24 @@ def test_cached_decoding_matches_uncached(gen, seed):
     assert _sample(gen, "hf", seed) == naive
 
 
+def test_cached_decoding_matches_uncached_with_padded_prompts(gen):
+    """Prompts of different lengths (as in long grooves) are left-padded; still identical."""
+    tok = gen.tokenizer
+    head = [tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"], tok.bar, tok.ids["POS_0"],
+            tok.hit_token(0, 5, 8)]
+    prompts = [head, head + [tok.ids["POS_4"], tok.hit_token(1, 6, 8)], head[:4]]
+    def run(engine):
+        grammars = []
+        for p in prompts:
+            g = Grammar(tok, 3, [False] * 3)
+            for t in p:
+                g.advance(t)
+            grammars.append(g)
+        return sample(gen.bundle.model, prompts, 0, grammars, torch.Generator().manual_seed(4),
+                      1.0, 0, 0.95, 300, engine=engine)
+    assert run("fast") == run("naive")
+
+
 def test_fast_decoder_logits_match_reference(gen):
     from drumgen.sampling import FastDecoder
     tok, model = gen.tokenizer, gen.bundle.model

@@ -164,7 +164,8 @@ def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, smal
     out = tmp_path / "run"
     base = [sys.executable, "-m", "drumgen", "train", "--data", str(small_gmd), "--preset",
             "debug", "--batch-size", "4", "--epochs", "100", "--out", str(out)]
-    proc = subprocess.Popen(base + ["--checkpoint-every", "3"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(base + ["--checkpoint-every", "3"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline = time.time() + 120
         while time.time() < deadline:
@@ -181,6 +182,7 @@ def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, smal
     loaded = model_mod.load(last)
     assert loaded.model.config.n_layer == 2
     step = json.loads((last / "trainer_state.json").read_text())["step"]
-    result = subprocess.run(base + ["--resume", "--time-budget", "0.05"], cwd=ROOT, capture_output=True, text=True, timeout=180)
+    result = subprocess.run(base + ["--resume", "--time-budget", "0.05"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed from {last.name} at step {step}" in result.stdout + result.stderr

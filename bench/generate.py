@@ -1,0 +1,113 @@
+"""Generation benchmark: latency, tokens/s, cache speed-ups and memory, side by side in one run.
+
+    python bench/generate.py [--model models/drumgen-small] [--repeats 15]
+
+Prints p50/p90 latency of a 4-bar groove and of 8 variations through the public API, then the
+decoding engines on the same model over a 512-token sequence: the naive loop (whole sequence
+every step, the original design), the Hugging Face forward with its KV cache, `generate()` with
+our grammar processor, and drumgen's FastDecoder. Figures vary with machine load: compare the
+ratios within one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drumgen.generate import Generator, Request  # noqa: E402
+from drumgen.sampling import GrammarLogitsProcessor, sample  # noqa: E402
+from drumgen.tokenizer import Grammar  # noqa: E402
+
+
+def rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def latency(gen: Generator, request: Request, repeats: int) -> tuple[list[float], int]:
+    times, tokens = [], 0
+    for i in range(repeats):
+        request.seed = i
+        start = time.perf_counter()
+        grooves = gen.generate(request)
+        times.append(time.perf_counter() - start)
+        tokens += sum(len(g.tokens) - 3 for g in grooves)
+    return times, tokens
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def engine_run(gen: Generator, engine: str, n: int, new: int, seed: int) -> float:
+    tok = gen.tokenizer
+    prompt = [tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]
+    grammars = []
+    for _ in range(n):
+        g = Grammar(tok, 64, [False] * 64)  # never ends early within `new` tokens
+        for t in prompt:
+            g.advance(t)
+        grammars.append(g)
+    start = time.perf_counter()
+    if engine == "generate()":
+        model = gen.bundle.model
+        ids = torch.tensor([prompt] * n)
+        model.generate(input_ids=ids, style_ids=torch.zeros(n, dtype=torch.long),
+                       attention_mask=torch.ones_like(ids), max_new_tokens=new,
+                       min_new_tokens=new, do_sample=True, temperature=1.0, top_k=0,
+                       top_p=0.95, logits_processor=[GrammarLogitsProcessor(grammars,
+                                                                            len(prompt))],
+                       pad_token_id=tok.pad, eos_token_id=None)
+    else:
+        sample(gen.bundle.model, [prompt] * n, 0, grammars, torch.Generator().manual_seed(seed),
+               1.0, 0, 0.95, new, engine=engine)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model", default=None)
+    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    base = rss_mb()
+    gen = Generator.load(args.model, device="cuda" if torch.cuda.is_available() else "cpu")
+    loaded = rss_mb()
+    print(f"model {gen.bundle.path} on {gen.device}, {torch.get_num_threads()} threads, "
+          f"{sum(p.numel() for p in gen.bundle.model.parameters()):,} parameters")
+    gen.generate(Request(style="funk", seed=0, variations=8))  # warm-up
+    print("\n| request | p50 | p90 | tokens/s |\n|---|---|---|---|")
+    for label, req in [("one 4-bar groove", Request(style="funk", bars=4, tempo=100)),
+                       ("8 variations, 4 bars", Request(style="funk", variations=8)),
+                       ("one 16-bar groove", Request(style="rock", bars=16))]:
+        times, tokens = latency(gen, req, args.repeats)
+        print(f"| {label} | {pct(times, 0.5) * 1000:.0f} ms | {pct(times, 0.9) * 1000:.0f} ms | "
+              f"{tokens / sum(times):.0f} |")
+    new = gen.bundle.model.config.n_positions - 3
+    print(f"\nDecoding engines, batch 1 and 8, {new} new tokens (a {new + 3}-token sequence):")
+    print("| engine | batch | seconds | tokens/s | speed-up vs naive |\n|---|---|---|---|---|")
+    for n in (1, 8):
+        results = {}
+        for engine in ("naive", "hf", "generate()", "fast"):
+            runs = [engine_run(gen, engine, n, new, s) for s in range(1 if engine == "naive"
+                                                                       else 3)]
+            results[engine] = statistics.median(runs)
+        for engine, seconds in results.items():
+            print(f"| {engine} | {n} | {seconds:.2f} | {n * new / seconds:.0f} | "
+                  f"{results['naive'] / seconds:.1f}x |")
+    print(f"\nPeak RSS: {rss_mb():.0f} MB (before loading {base:.0f} MB, after loading "
+          f"{loaded:.0f} MB)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,84 @@
+"""The app in a real browser: Debian's headless Chromium driven by Playwright clicks Generate,
+waits for the player and the files, downloads the .mid through the page and saves the screenshot
+the README shows (docs/screenshot.png).
+
+Never `playwright install` (it downloads a browser, and fails here): `make test` installs
+Debian's chromium, and without it this test fails rather than skips.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import apputil
+import mido
+import pytest
+
+pytestmark = pytest.mark.slow
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+SCREENSHOT = apputil.ROOT / "docs" / "screenshot.png"
+TIMEOUT_MS = 60_000
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    with apputil.shared_app(tmp_path_factory) as running:
+        yield running
+
+
+def test_generate_listen_download_in_the_browser(app, tmp_path):
+    assert CHROMIUM.is_file(), (f"Debian's Chromium is missing at {CHROMIUM}: run `make test` "
+                                "(it installs it) or `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000},
+                                    accept_downloads=True)
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app.url)
+            page.get_by_role("button", name="Generate", exact=True).click()
+
+            # the player is ready when its download link is there (the <audio> stays hidden)
+            midi_link = page.locator("a[download][href$='.mid']").first
+            midi_link.wait_for(state="visible")
+            page.locator("a[download][href$='.ogg']").first.wait_for(state="visible")
+            page.locator("a[download][href$='.wav']").first.wait_for(state="visible")
+            grid = page.locator("img[src^='data:image/webp'], img[src^='data:image/png']")
+            grid.first.wait_for(state="visible")
+            box = grid.first.bounding_box()
+            assert box and box["width"] > 300 and box["height"] > 100, box
+            page.get_by_text("seed 7", exact=False).first.wait_for(state="visible")
+
+            with page.expect_download() as download_info:
+                midi_link.click()
+            download = download_info.value
+            assert download.suggested_filename.endswith(".mid")
+            midi_path = tmp_path / download.suggested_filename
+            download.save_as(midi_path)
+
+            page.wait_for_timeout(500)  # let the waveform finish drawing
+            SCREENSHOT.parent.mkdir(exist_ok=True)
+            page.screenshot(path=str(SCREENSHOT), full_page=True)
+        finally:
+            browser.close()
+
+    mid = mido.MidiFile(midi_path)
+    ends = []
+    for track in mid.tracks:
+        now = 0
+        for msg in track:
+            now += msg.time
+            if msg.type == "end_of_track":
+                ends.append(now)
+    assert max(ends) == 4 * 4 * mid.ticks_per_beat  # exactly 4 bars of 4/4
+    notes = [m for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity]
+    assert len(notes) >= 16 and {m.channel for m in notes} == {9}
+
+    shutil.copy(SCREENSHOT, tmp_path / "screenshot.png")
+    assert SCREENSHOT.stat().st_size > 20_000

@@ -1,0 +1,223 @@
+"""Audio rendering and the drum grid, on real Groove MIDI Dataset grooves.
+
+Loudness is always measured on the raw, unnormalised render (a normalised silent render would
+look loud, DESIGN.md). The repository's own kit must always work; Debian's FluidR3 is checked
+when it is installed.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile
+from matplotlib.figure import Figure
+from PIL import Image
+
+from drumgen import grid
+from drumgen.constants import DRUM_LABELS
+from drumgen.pattern import Hit, Pattern
+from drumgen.render import SAMPLE_RATE, Renderer, RenderError, encode, soundfont_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+REPO_KIT = ROOT / "soundfonts" / "drumgen-kit.sf2"
+KIT_NAME = "standard (drumgen-kit)"
+FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+BLOCK_S = 64 / SAMPLE_RATE  # FluidSynth starts notes on 64-sample blocks
+
+
+def loop_seconds(pattern: Pattern) -> float:
+    return pattern.bars * 4 * 60 / pattern.tempo  # 4/4: four beats a bar
+
+
+def rms(audio: np.ndarray) -> float:
+    return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
+
+
+@pytest.fixture(scope="module")
+def groove(gmd) -> Pattern:
+    """The first 4 bars of a real 4/4 funk beat from GMD's train split."""
+    with open(gmd / "info.csv", newline="") as f:
+        row = next(r for r in csv.DictReader(f) if r["style"] == "funk"
+                   and r["beat_type"] == "beat" and r["time_signature"] == "4-4"
+                   and r["split"] == "train" and float(r["duration"]) > 30)
+    pattern = Pattern.from_midi(gmd / row["midi_filename"]).slice(0, 4)
+    assert pattern.bars == 4 and len(pattern.hits) > 30
+    return pattern
+
+
+@pytest.fixture(scope="module")
+def renderer() -> Renderer:
+    r = Renderer.default()
+    assert r.available, f"audio must work here: {r.reason}"
+    return r
+
+
+def test_default_renderer_has_the_repository_kit_first(renderer):
+    assert renderer.reason == ""
+    first = renderer.kits[0]
+    assert first.name == KIT_NAME
+    assert first.soundfont.resolve() == REPO_KIT.resolve()
+    assert (first.bank, first.program) == (128, 0)
+    assert renderer.kit(None) == first
+    assert renderer.kit("standard") == first  # a short name: the first soundfont with it
+    assert renderer.kit(KIT_NAME.upper()) == first
+    assert renderer.kit("no such kit") == first  # a preset's kit we lack: the first one
+
+
+def test_render_is_one_exact_loop_and_audible(renderer, groove):
+    audio = renderer.render(groove)
+    assert audio.dtype == np.float32 and audio.ndim == 2 and audio.shape[1] == 2
+    assert len(audio) == round(loop_seconds(groove) * SAMPLE_RATE)
+    # the raw signal: clearly audible, not clipping, sound on both channels
+    peak = float(np.abs(audio).max())
+    assert 0.02 < peak < 1.0, peak
+    assert rms(audio) > 0.002
+    assert min(rms(audio[:, 0]), rms(audio[:, 1])) > 0.001
+    assert np.mean(np.abs(audio) >= 1.0) == 0.0
+    # the sound follows the pattern: every beat with a firm hit has energy, beats with no hits
+    # at all (GMD grooves often start with a pickup) are much quieter
+    beats = np.array_split(audio, groove.bars * 4)
+    played = {(h.bar * 16 + h.step) // 4 for h in groove.hits if h.velocity >= 40}
+    assert len(played) >= 10
+    assert min(rms(beats[i]) for i in played) > 0.0005
+    touched = {(h.bar * 16 + h.step) // 4 for h in groove.hits}
+    empty = [rms(b) for i, b in enumerate(beats) if i not in touched]
+    if empty:
+        assert max(empty) < 0.5 * min(rms(beats[i]) for i in played)
+
+
+def test_a_hit_sounds_where_the_pattern_puts_it(renderer):
+    pattern = Pattern([Hit(1, 4, 0, 110)], 4, 120.0)  # a kick on beat 2 of bar 2: 2.5 s
+    audio = renderer.render(pattern)
+    assert len(audio) == round(8.0 * SAMPLE_RATE)
+    loud = np.nonzero(np.abs(audio).max(axis=1) > 1e-3)[0]
+    assert len(loud), "the kick is silent"
+    onset = loud[0] / SAMPLE_RATE
+    assert abs(onset - 2.5) <= 2 * BLOCK_S, onset
+    assert float(np.abs(audio[: int(2.4 * SAMPLE_RATE)]).max()) < 1e-4  # silence before it
+
+
+def test_a_hit_before_the_first_downbeat_wraps_to_the_loop_end(renderer):
+    early = Pattern([Hit(0, 0, 1, 110, -0.4)], 2, 120.0)  # 50 ms ahead of the downbeat
+    audio = renderer.render(early)
+    loud = np.nonzero(np.abs(audio).max(axis=1) > 1e-3)[0]
+    assert (len(audio) - loud[-1]) / SAMPLE_RATE < 0.06 + 2 * BLOCK_S  # sounds at the end
+    assert rms(audio[: len(audio) // 2]) > 1e-4  # and rings on over the loop's start
+
+
+def test_an_empty_pattern_renders_silence(renderer):
+    audio = renderer.render(Pattern([], 2, 90.0))
+    assert len(audio) == round(2 * 4 * 60 / 90 * SAMPLE_RATE)
+    assert np.count_nonzero(audio) == 0
+
+
+def test_ogg_is_much_smaller_than_wav_and_decodes_to_the_loop(renderer, groove):
+    audio = renderer.render(groove)
+    ogg, wav = encode(audio, "OGG"), encode(audio, "WAV")
+    assert ogg[:4] == b"OggS" and wav[:4] == b"RIFF"
+    assert len(ogg) * 5 < len(wav), (len(ogg), len(wav))
+    seconds = loop_seconds(groove)
+    for data, tolerance in ((ogg, 0.01), (wav, 1 / SAMPLE_RATE)):
+        decoded, rate = soundfile.read(io.BytesIO(data), dtype="float32")
+        assert rate == SAMPLE_RATE and decoded.shape[1] == 2
+        assert abs(len(decoded) / rate - seconds) <= tolerance
+        assert abs(rms(decoded) - rms(audio)) < 0.2 * rms(audio)
+    decoded, _ = soundfile.read(io.BytesIO(wav), dtype="float32")
+    assert np.abs(decoded - audio).max() < 2 / 32768  # 16-bit PCM of the same samples
+
+
+def test_write_wav_and_to_ogg(renderer, groove, tmp_path):
+    path = renderer.write_wav(groove, tmp_path / "loop.wav")
+    info = soundfile.info(str(path))
+    assert info.samplerate == SAMPLE_RATE and info.channels == 2
+    assert abs(info.duration - loop_seconds(groove)) < 1e-3
+    assert renderer.to_ogg(groove)[:4] == b"OggS"
+
+
+def test_renders_do_not_depend_on_what_was_rendered_before(renderer, groove):
+    first = renderer.render(groove)
+    # busy crashes and rides, long ring-outs, an odd length, other kits
+    busy = Pattern([Hit(0, s, d, 127) for s in range(16) for d in (7, 8, 3)], 1, 97.0)
+    for kit in [k.name for k in renderer.kits[:3]] + [KIT_NAME]:
+        renderer.render(busy, kit)
+    assert np.array_equal(renderer.render(groove), first)
+    assert np.array_equal(Renderer().render(groove), first)  # a fresh synth agrees too
+
+
+def test_concurrent_renders_equal_single_threaded_ones(renderer, groove):
+    kits = [k.name for k in renderer.kits]
+    jobs = [(groove, kits[0]), (groove, kits[-1]), (groove.slice(1, 3), kits[0]),
+            (groove, kits[0])]
+    alone = [renderer.render(p, k) for p, k in jobs]
+    start = threading.Barrier(len(jobs))
+
+    def run(job):
+        start.wait(timeout=30)
+        return renderer.render(*job)
+
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        together = list(pool.map(run, jobs))
+    for a, b in zip(alone, together, strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_no_soundfont_means_not_available(tmp_path):
+    r = Renderer(soundfonts=[])
+    assert not r.available and r.kits == []
+    assert "soundfont" in r.reason
+    with pytest.raises(RenderError, match="soundfont"):
+        r.kit("standard")
+    with pytest.raises(RenderError):
+        r.render(Pattern([Hit(0, 0, 0, 100)], 1, 120.0))
+    broken = tmp_path / "broken.sf2"
+    broken.write_bytes(b"RIFF not a soundfont")
+    r = Renderer(soundfonts=[broken])
+    assert not r.available and r.reason
+
+
+def test_a_linked_soundfont_is_listed_once(tmp_path, monkeypatch):
+    (tmp_path / "alias.sf2").symlink_to(REPO_KIT)
+    monkeypatch.setenv("DRUMGEN_SOUNDFONTS", str(tmp_path))
+    paths = soundfont_paths()
+    assert [p.resolve() for p in paths].count(REPO_KIT.resolve()) == 1
+    assert paths[0] == REPO_KIT
+    assert len({p.resolve() for p in paths}) == len(paths)
+
+
+@pytest.mark.skipif(not FLUID_R3.is_file(), reason="Debian's fluid-soundfont-gm is not installed")
+def test_system_soundfont_kits(renderer, groove):
+    names = [k.name for k in renderer.kits]
+    assert "808 (FluidR3_GM)" in names and "standard (FluidR3_GM)" in names
+    assert len(names) == len(set(names))
+    assert not any("default-GM" in n for n in names)  # Debian's link to FluidR3, listed once
+    assert [p.resolve() for p in soundfont_paths()].count(FLUID_R3.resolve()) == 1
+    kit = renderer.kit("808")
+    assert kit.soundfont.resolve() == FLUID_R3.resolve() and kit.program == 25
+    tr808, ours = renderer.render(groove, "808"), renderer.render(groove)
+    assert tr808.shape == ours.shape and rms(tr808) > 0.002
+    assert not np.allclose(tr808, ours, atol=1e-3)
+
+
+def test_grid_figure_and_png(groove):
+    fig = grid.figure(groove, "funk groove")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_title() == "funk groove"
+    assert [t.get_text() for t in ax.get_yticklabels()] == list(DRUM_LABELS)
+    assert [t.get_text() for t in ax.get_xticklabels()] == [f"bar {b}" for b in range(1, 5)]
+    dots = ax.collections[0].get_offsets()
+    assert len(dots) == len(groove.hits)
+    assert dots[:, 0].min() >= -0.5 and dots[:, 0].max() < 4 * 16
+    data = grid.png(groove)
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.format == "PNG" and image.width > 300 and image.height > 100
+    empty = grid.figure(Pattern([], 2, 100.0))
+    assert isinstance(empty, Figure) and not empty.axes[0].collections
+    assert grid.png(Pattern([], 2, 100.0))[:4] == b"\x89PNG"
