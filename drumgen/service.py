@@ -26,33 +26,47 @@ USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
                                   Path(__file__).resolve().parent.parent / "runs" / "models"))
 MAX_UPLOAD_BYTES = 50_000_000
 TEMP_MAX_AGE_S = 15 * 60
+MAX_REQUEST_DIRS = 64
 
 
 class TempStore:
-    """Per-request folders under one private root; old ones are pruned as new ones are made,
-    and the root is removed at exit. Nothing is ever written to a fixed shared path."""
+    """Per-request folders under one private root, removed at exit. Request folders older
+    than `max_age_s`, or beyond the newest `max_dirs`, are pruned whenever a new one is made:
+    Gradio copies what a handler returns into its own cache, so ours are only needed briefly.
+    Job folders (training data) live until their job removes them. Nothing is ever written
+    to a fixed shared path."""
 
-    def __init__(self, max_age_s: float = TEMP_MAX_AGE_S):
+    def __init__(self, max_age_s: float = TEMP_MAX_AGE_S, max_dirs: int = MAX_REQUEST_DIRS):
         self.root = Path(tempfile.mkdtemp(prefix="drumgen-"))
-        self.max_age_s = max_age_s
+        self.requests, self.jobs = self.root / "requests", self.root / "jobs"
+        self.requests.mkdir()
+        self.jobs.mkdir()
+        self.max_age_s, self.max_dirs = max_age_s, max_dirs
         self._lock = threading.Lock()
         atexit.register(shutil.rmtree, self.root, True)
 
-    def new(self) -> Path:
+    def new(self, job: bool = False) -> Path:
         with self._lock:
-            now = time.time()
-            for old in self.root.iterdir():
-                try:  # a training thread may remove its own folder meanwhile
-                    if now - old.stat().st_mtime > self.max_age_s:
-                        shutil.rmtree(old, ignore_errors=True)
-                except FileNotFoundError:
-                    pass
-            path = self.root / uuid.uuid4().hex
+            if not job:
+                self._prune()
+            path = (self.jobs if job else self.requests) / uuid.uuid4().hex
             path.mkdir()
             return path
 
+    def _prune(self) -> None:
+        now, dated = time.time(), []
+        for old in self.requests.iterdir():
+            try:
+                dated.append((old.stat().st_mtime, old))
+            except FileNotFoundError:
+                continue
+        dated.sort()
+        for i, (mtime, old) in enumerate(dated):
+            if now - mtime > self.max_age_s or i < len(dated) - (self.max_dirs - 1):
+                shutil.rmtree(old, ignore_errors=True)
+
     def count(self) -> int:
-        return sum(1 for _ in self.root.iterdir())
+        return sum(1 for _ in self.requests.iterdir()) + sum(1 for _ in self.jobs.iterdir())
 
 
 TEMP = TempStore()
@@ -233,7 +247,7 @@ class Trainer:
                 if size > MAX_UPLOAD_BYTES:
                     raise RequestError(f"the zip is {size:,} bytes; the limit is "
                                        f"{MAX_UPLOAD_BYTES:,}")
-                workdir = TEMP.new()
+                workdir = TEMP.new(job=True)
                 try:
                     data_dir = safe_extract(zip_path, workdir / "data")
                 except BaseException:

@@ -257,7 +257,7 @@ def _gens(zones: list[list[bytes]]) -> bytes:
 
 def _shdr(samples: list[tuple[str, np.ndarray]], spans: list[tuple[int, int]]) -> bytes:
     out = b""
-    for (name, _), (start, end) in zip(samples, spans):
+    for (name, _), (start, end) in zip(samples, spans, strict=True):
         # Loop points are unused (sampleModes 0) but must lie inside the sample.
         out += _name20(name) + struct.pack("<5IBbHH", start, end, start, end, SR, 60, 0, 0, 1)
     return out + _name20("EOS") + b"\0" * 26
