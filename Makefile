@@ -3,12 +3,13 @@ SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMPS := .stamps
+# Stamps live inside .venv, so deleting .venv also forgets what was installed into it.
+STAMPS := $(VENV)/.stamps
 export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test setup setup-dev apt bench lint clean
+.PHONY: demo test setup setup-dev apt apt-dev bench lint clean
 
 demo: setup
 	$(BIN)/python app.py
@@ -23,8 +24,8 @@ bench: setup-dev
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/app_load.py
 
-setup: $(STAMPS)/apt $(STAMPS)/venv
-setup-dev: setup $(STAMPS)/venv-dev $(STAMPS)/apt-dev
+setup: apt $(STAMPS)/venv
+setup-dev: setup $(STAMPS)/venv-dev apt-dev
 
 $(VENV)/bin/python:
 	$(PY) -m venv $(VENV)
@@ -39,14 +40,13 @@ $(STAMPS)/venv-dev: requirements-dev.txt requirements.txt $(STAMPS)/venv
 
 # Debian packages (FluidSynth, a GM soundfont) where we have the rights; without them the app
 # still runs: it ships its own kit and falls back to MIDI + grid when FluidSynth is missing.
-$(STAMPS)/apt: packages.txt
+# The script asks dpkg first, so a second run installs nothing.
+apt:
 	@bash scripts/apt-install.sh $$(cat packages.txt)
-	@mkdir -p $(STAMPS) && touch $@
 
 # The browser test uses Debian's Chromium (never `playwright install`, which downloads a browser).
-$(STAMPS)/apt-dev:
+apt-dev:
 	@bash scripts/apt-install.sh chromium
-	@mkdir -p $(STAMPS) && touch $@
 
 clean:
-	rm -rf $(VENV) $(STAMPS) .pytest_cache
+	rm -rf $(VENV) .pytest_cache
