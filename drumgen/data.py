@@ -199,6 +199,9 @@ def stats(root: str | os.PathLike, tok: Tokenizer | None = None) -> str:
     hpb = [len(p.bar_hits(b)) for _, p in pairs for b in range(p.bars)]
     tpb = [len(tok.encode_bars(p.slice(b, b + 1), [False])) for _, p in pairs
            for b in range(p.bars)]
+    # the same bars with one token per attribute: BAR, then POS and drum/velocity/shift per hit
+    per_attr = [1 + len({h.step for h in p.bar_hits(b)}) + 3 * len(p.bar_hits(b))
+                for _, p in pairs for b in range(p.bars)]
     lines = [f"{len(pairs)} files read, {len(skipped)} skipped, {bars:,} bars"]
     lines += [f"  {style:<14} {n:5d} files" for style, n in by_style.most_common()]
     if hpb:
@@ -206,6 +209,8 @@ def stats(root: str | os.PathLike, tok: Tokenizer | None = None) -> str:
                      f"{statistics.median(hpb):g}, p90 {_pct(hpb, 90):g}")
         lines.append(f"tokens per bar: median {statistics.median(tpb):g}, "
                      f"p95 {_pct(tpb, 95):g}, max {max(tpb)}")
+        lines.append(f"  (one token per attribute would take: median "
+                     f"{statistics.median(per_attr):g}, p95 {_pct(per_attr, 95):g})")
     lines += [f"skipped {path}: {why}" for path, why in skipped]
     return "\n".join(lines)
 
