@@ -125,3 +125,16 @@ def shared_app(tmp_path_factory):
         if _users == 0:
             running.stop()
             _shared = None
+
+
+def midi_end_tick(mid) -> int:
+    """The latest end_of_track over all tracks, in ticks."""
+    ends = []
+    for track in mid.tracks:
+        now = 0
+        for msg in track:
+            now += msg.time
+            if msg.type == "end_of_track":
+                ends.append(now)
+    assert len(ends) == len(mid.tracks)
+    return max(ends)

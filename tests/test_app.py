@@ -49,17 +49,6 @@ def read_midi(path) -> mido.MidiFile:
     return mido.MidiFile(path)
 
 
-def midi_end_tick(mid: mido.MidiFile) -> int:
-    """The latest end_of_track over all tracks, in ticks."""
-    ends = []
-    for track in mid.tracks:
-        now = 0
-        for msg in track:
-            now += msg.time
-            if msg.type == "end_of_track":
-                ends.append(now)
-    assert len(ends) == len(mid.tracks)
-    return max(ends)
 
 
 def assert_drum_midi(path, bars: int, tempo: float | None = None) -> mido.MidiFile:
@@ -68,7 +57,7 @@ def assert_drum_midi(path, bars: int, tempo: float | None = None) -> mido.MidiFi
     mid = read_midi(path)
     assert mid.ticks_per_beat == PPQ
     end = bars * 4 * PPQ
-    assert midi_end_tick(mid) == end
+    assert apputil.midi_end_tick(mid) == end
     notes, now_max = [], 0
     for track in mid.tracks:
         now = 0

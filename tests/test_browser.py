@@ -69,14 +69,7 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
             browser.close()
 
     mid = mido.MidiFile(midi_path)
-    ends = []
-    for track in mid.tracks:
-        now = 0
-        for msg in track:
-            now += msg.time
-            if msg.type == "end_of_track":
-                ends.append(now)
-    assert max(ends) == 4 * 4 * mid.ticks_per_beat  # exactly 4 bars of 4/4
+    assert apputil.midi_end_tick(mid) == 4 * 4 * mid.ticks_per_beat  # exactly 4 bars of 4/4
     notes = [m for m in mido.merge_tracks(mid.tracks) if m.type == "note_on" and m.velocity]
     assert len(notes) >= 16 and {m.channel for m in notes} == {9}
 
