@@ -10,7 +10,7 @@ import statistics
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .archive import download, safe_extract
@@ -22,6 +22,7 @@ ENV_VAR = "DRUMGEN_DATA"
 DEFAULT_GMD = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "groove"
 WINDOW_BARS = 8  # bars in a training example; 8 bars is about 270 tokens
 WINDOW_STRIDE = 4
+TRANSITION_BARS = 3  # beat bars before a fill in a groove-into-fill example
 
 
 @dataclass(frozen=True)
@@ -151,13 +152,46 @@ class Example:
 
 def examples(pairs: list[tuple[Record, Pattern]], tok: Tokenizer, styles: list[str],
              bars: int = WINDOW_BARS, stride: int = WINDOW_STRIDE) -> list[Example]:
-    """Token sequences (with EOS) for every window, labelled with the style's index."""
+    """Token sequences (with EOS) for every window, labelled with the style's index, plus
+    groove-into-fill examples (see `fill_transitions`)."""
     index = {s: i for i, s in enumerate(styles)}
     out = []
     for record, pattern in pairs:
         for window in windows(pattern, bars, stride):
             out.append(Example(tok.encode(window, fills=record.fill) + [tok.eos],
                                index[record.style]))
+    for record, pattern, fills in fill_transitions(pairs):
+        out.append(Example(tok.encode(pattern, fills=fills) + [tok.eos], index[record.style]))
+    return out
+
+
+def fill_transitions(pairs: list[tuple[Record, Pattern]], context: int = TRANSITION_BARS,
+                     max_fill_bars: int = 4) -> list[tuple[Record, Pattern, list[bool]]]:
+    """Beat bars followed by a fill, as the app asks for them ("a fill in the last bar").
+
+    GMD records fills as separate short files, so no window ever goes from BAR to FILL and a
+    model never learns the turn. Each fill is joined to the last `context` bars of a beat
+    played by the same drummer, in the same session, style and tempo."""
+    beats: dict[tuple, list[Pattern]] = {}
+    for record, pattern in pairs:
+        if not record.fill and record.drummer:
+            key = (record.drummer, record.path.parent, record.style, record.bpm)
+            beats.setdefault(key, []).append(pattern)
+    out = []
+    for record, fill in pairs:
+        key = (record.drummer, record.path.parent, record.style, record.bpm)
+        if not record.fill or key not in beats:
+            continue
+        beat = max(beats[key], key=lambda p: p.bars)
+        groove = next(iter(windows(beat.slice(max(0, beat.bars - context), beat.bars),
+                                   context, context)), None)
+        ending = next(iter(windows(fill.slice(0, min(fill.bars, max_fill_bars)),
+                                   max_fill_bars, max_fill_bars)), None)
+        if groove is None or ending is None:
+            continue
+        hits = groove.hits + [replace(h, bar=h.bar + groove.bars) for h in ending.hits]
+        joined = Pattern(hits, groove.bars + ending.bars, beat.tempo, beat.time_signature)
+        out.append((record, joined, [False] * groove.bars + [True] * ending.bars))
     return out
 
 

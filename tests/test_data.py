@@ -514,3 +514,25 @@ def test_cli_stats_lists_skipped_files_of_a_user_folder(gmd, tmp_path):
     assert re.search(r"^  lofi\s+1 files$", run.stdout, re.M)
     assert f"skipped {broken}: broken.mid: corrupt MIDI data (truncated" in run.stdout
     assert f"skipped {root / 'lofi' / 'notes.txt'}: not a .mid or .midi file" in lines
+
+
+def test_fill_transitions_join_a_beat_to_its_sessions_fill(gmd):
+    """Groove-into-fill examples: the last bars of a beat, then a fill by the same drummer in
+    the same session, style and tempo, marked BAR ... FILL and grammar-valid."""
+    from drumgen.tokenizer import Tokenizer
+    dataset = data_mod.load_gmd(gmd)
+    session = [r for r in dataset.records if r.path.parent.name == "session1"
+               and r.drummer == "drummer1" and r.style == "funk" and r.bpm == 95]
+    assert any(r.fill for r in session) and any(not r.fill for r in session)
+    pairs = data_mod.read_patterns(session)
+    joined = data_mod.fill_transitions(pairs)
+    assert len(joined) == sum(r.fill for r, _ in pairs)
+    tok = Tokenizer()
+    for record, pattern, fills in joined:
+        assert record.fill and fills[0] is False and fills[-1] is True
+        assert fills.index(True) == data_mod.TRANSITION_BARS
+        ids = tok.encode(pattern, fills=fills) + [tok.eos]
+        assert tok.check(ids) == []
+        assert tok.fill_flags(ids) == fills
+    styles = sorted({r.style for r, _ in pairs})
+    assert len(data_mod.examples(pairs, tok, styles)) > len(joined)
