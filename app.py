@@ -73,11 +73,9 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                           prime=prime or None)
         result = service.generate(request, model or None,
                                   None if kit in (None, "", NO_AUDIO_KIT) else kit,
-                                  midi_layout or "gm")
+                                  midi_layout or "gm", audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    if kit == NO_AUDIO_KIT:
-        result.audio_note = "Audio off (kit: none)."
     take = result.takes[0]
     info = result.info + (f"  \n{result.audio_note}" if result.audio_note else "")
     choices = [t.title for t in result.takes]

@@ -129,7 +129,7 @@ class Result:
 
 
 def generate(request: Request, model: str | None = None, kit: str | None = None,
-             midi_layout: str = "gm", wav: bool = True) -> Result:
+             midi_layout: str = "gm", wav: bool = True, audio: bool = True) -> Result:
     """Generate, write MIDI (and OGG/WAV audio when FluidSynth works) into a fresh folder."""
     if midi_layout not in ("gm", "td11", "multitrack"):
         raise RequestError(f"midi_layout must be gm, td11 or multitrack; got {midi_layout!r}")
@@ -152,13 +152,15 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
             f"_v{i + 1}" if len(grooves) > 1 else "")
         midi = groove.pattern.save(folder / f"{stem}.mid", kit=midi_layout,
                                    name=f"drumgen {groove.preset or groove.style}")
-        audio = wav_path = None
-        if renderer.available:
+        ogg = wav_path = None
+        if not audio:
+            note = "Audio off (kit: none)."
+        elif renderer.available:
             t = time.perf_counter()
             try:
                 samples = renderer.render(groove.pattern, kit)
-                audio = folder / f"{stem}.ogg"
-                audio.write_bytes(encode(samples, "OGG"))
+                ogg = folder / f"{stem}.ogg"
+                ogg.write_bytes(encode(samples, "OGG"))
                 if wav:
                     wav_path = folder / f"{stem}.wav"
                     wav_path.write_bytes(encode(samples, "WAV"))
@@ -167,9 +169,9 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
             render_s += time.perf_counter() - t
         else:
             note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
-        takes.append(Take(midi, audio, wav_path, groove.pattern, f"Variation {i + 1}"))
+        takes.append(Take(midi, ogg, wav_path, groove.pattern, f"Variation {i + 1}"))
     first = grooves[0]
-    used = renderer.kit(kit).name if renderer.available else "none"
+    used = renderer.kit(kit).name if renderer.available and audio else "none"
     info = (f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
             f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
             f"temperature {first.settings['temperature']:g}, top-k {first.settings['top_k']}, "
