@@ -222,7 +222,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
                                 / cfg.grad_accum)
     epoch_total = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 10**12
     plan = {"total": epoch_total if cfg.epochs else state.get("total") or epoch_total}
-    fit_at = state["step"] + 20  # with a time budget, the schedule is fitted after 20 steps
+    first_step = state["step"]
 
     def lr_at(step: int) -> float:
         warm = min(cfg.warmup_steps, max(1, plan["total"] // 20))
@@ -281,10 +281,12 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
             state["step"] += 1
             elapsed = time.time() - started
             state["seconds"] = elapsed
-            if budget_s and state["step"] == fit_at:  # fit the cosine schedule to the budget
-                per_step = (time.time() - run_started) / 20
-                plan["total"] = min(epoch_total,
-                                    fit_at + max(1, int((budget_s - elapsed) / per_step)))
+            done_here = state["step"] - first_step
+            if budget_s and done_here >= 20 and done_here % 20 == 0:
+                # fit the cosine schedule to the budget, again every 20 steps as speed drifts
+                per_step = (time.time() - run_started) / done_here
+                plan["total"] = min(epoch_total, state["step"] + max(
+                    1, int((budget_s - elapsed) / per_step)))
                 state["total"] = plan["total"]
             emit({"event": "step", "step": state["step"], "epoch": state["epoch"],
                   "loss": float(loss), "lr": lr_at(state["step"] - 1), "total": plan["total"],
