@@ -72,8 +72,13 @@ class FastDecoder:
         del d
         return self._forward(ids, self.pos, mask, causal=not self.padded)
 
+    def keep(self, rows: torch.Tensor) -> None:
+        """Drop finished rows: later steps compute only `rows` (indices into the live rows)."""
+        self.cache = [c[:, rows] for c in self.cache]
+        self.valid, self.pos, self.style = self.valid[rows], self.pos[rows], self.style[rows]
+
     def step(self, ids: torch.Tensor) -> torch.Tensor:
-        """Feed one token per row; returns the logits after it."""
+        """Feed one token per live row; returns the logits after it."""
         self.pos = self.pos[:, -1:] + 1
         self.valid[:, self.length] = True
         mask = self.valid[:, None, None, : self.length + 1] if self.padded else None
@@ -126,9 +131,19 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     fast = FastDecoder(model) if engine == "fast" else None
     out = [[] for _ in range(n)]
     for step in range(max_new):
-        if fast is not None:
-            logits = (fast.start(ids, attn, styles, width + max_new) if step == 0
-                      else fast.step(step_ids)).float()
+        if fast is not None and step == 0:
+            logits = fast.start(ids, attn, styles, width + max_new).float()
+            live = torch.arange(n, device=device)
+        elif fast is not None:
+            # finished rows stop costing compute; they still draw (PAD) in `multinomial`
+            # below, so every engine consumes the random stream alike
+            now = torch.tensor([i for i, g in enumerate(grammars) if g.state.phase != "DONE"],
+                               device=device)
+            if len(now) < len(live):
+                fast.keep(torch.searchsorted(live, now))
+                live = now
+            logits = torch.zeros((n, model.config.vocab_size), device=device)
+            logits[live] = fast.step(step_ids[live]).float()
         elif engine == "hf":
             result = model(input_ids=step_ids, style_ids=styles, attention_mask=attn,
                            position_ids=step_pos, past_key_values=past, use_cache=True)
