@@ -246,12 +246,15 @@ def test_examples_end_with_eos_and_are_grammar_valid(small_gmd):
     assert {r.fill for r, _ in pairs} == {True, False}
     styles = dataset.styles
     got = examples(pairs, tok, styles)
-    expected = [(w.bars, r.fill, styles.index(r.style)) for r, p in pairs for w in windows(p)]
+    expected = [(w.bars, [r.fill] * w.bars, styles.index(r.style))
+                for r, p in pairs for w in windows(p)]
+    expected += [(p.bars, fills, styles.index(r.style))
+                 for r, p, fills in data_mod.fill_transitions(pairs)]  # groove-into-fill
     assert len(got) == len(expected) > len(pairs)
-    for example, (bars, fill, style) in zip(got, expected, strict=True):
+    for example, (bars, fills, style) in zip(got, expected, strict=True):
         assert example.tokens[0] == tok.bos and example.tokens[-1] == tok.eos
         assert tok.check(example.tokens, bars=bars) == []
-        assert tok.fill_flags(example.tokens) == [fill] * bars
+        assert tok.fill_flags(example.tokens) == fills
         assert example.style == style
 
 
