@@ -123,16 +123,18 @@ def test_density_control(gen):
 
 
 def test_fill_bars_differ_from_beat_bars_as_in_gmd(gen):
-    """GMD fills use more toms and crashes, and more hits, than its beats."""
-    def stats(fill: bool):
+    """In GMD's rock and funk training bars, fills have 4x the toms' share of hits (27% vs 7%)
+    and half the hi-hats' (15% vs 32%). A generated fill bar should lean the same way."""
+    def shares(fill: bool):
         grooves = gen.generate(Request(style="rock", bars=2, fill=fill, variations=8, seed=5))
         last = [h for g in grooves for h in g.raw.hits if h.bar == 1]
-        toms = sum(h.drum in (4, 5, 6) for h in last) / max(1, len(last))
-        return len(last) / len(grooves), toms
-    beat_hits, beat_toms = stats(False)
-    fill_hits, fill_toms = stats(True)
+        n = max(1, len(last))
+        return sum(h.drum in (4, 5, 6) for h in last) / n, sum(h.drum in (2, 3) for h in last) / n
+    beat_toms, beat_hats = shares(False)
+    fill_toms, fill_hats = shares(True)
+    print(f"toms {beat_toms:.2f} -> {fill_toms:.2f}, hats {beat_hats:.2f} -> {fill_hats:.2f}")
     assert fill_toms > beat_toms + 0.05
-    assert fill_hits >= beat_hits * 0.8
+    assert fill_hats < beat_hats
 
 
 def test_prime_continues_user_midi(gen, gmd):
