@@ -82,7 +82,9 @@ def test_training_lowers_loss_and_writes_checkpoints(tmp_path, small_gmd):
                     tmp_path / "run", callback=events.append)
     evals = [e["val_loss"] for e in events if e["event"] == "eval"]
     steps = [e for e in events if e["event"] == "step"]
-    assert len(evals) >= 3 and evals[-1] < evals[0] - 0.2 < math.log(1189), evals
+    # a uniform guess over the 1,189 tokens scores ln(1189) = 7.08 nats; training must beat it
+    # by a clear margin and keep improving from one validation to the next
+    assert len(evals) >= 3 and evals[-1] < evals[0] and evals[-1] < math.log(1189) - 1.5, evals
     assert steps[-1]["loss"] < steps[0]["loss"]
     assert summary["best_val"] == min(evals)
     checkpoints = sorted((tmp_path / "run" / "checkpoints").glob("step-*"))
