@@ -211,13 +211,18 @@ def test_grid_figure_and_png(groove):
     assert ax.get_title() == "funk groove"
     assert [t.get_text() for t in ax.get_yticklabels()] == list(DRUM_LABELS)
     assert [t.get_text() for t in ax.get_xticklabels()] == [f"bar {b}" for b in range(1, 5)]
-    dots = ax.collections[0].get_offsets()
+    from matplotlib.collections import LineCollection, PathCollection
+    dots = next(c for c in ax.collections if isinstance(c, PathCollection)).get_offsets()
     assert len(dots) == len(groove.hits)
+    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
+    # 65 vertical lines (4 bars of 16 steps, plus the closing one) and 9 rows
+    assert sorted(len(c.get_segments()) for c in lines) == [5, 9, 12, 48]
     assert dots[:, 0].min() >= -0.5 and dots[:, 0].max() < 4 * 16
     data = grid.png(groove)
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     with Image.open(io.BytesIO(data)) as image:
         assert image.format == "PNG" and image.width > 300 and image.height > 100
     empty = grid.figure(Pattern([], 2, 100.0))
-    assert isinstance(empty, Figure) and not empty.axes[0].collections
+    assert isinstance(empty, Figure) and not any(
+        isinstance(c, PathCollection) for c in empty.axes[0].collections)
     assert grid.png(Pattern([], 2, 100.0))[:4] == b"\x89PNG"
