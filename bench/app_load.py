@@ -36,7 +36,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        app = apputil.launch(Path(tmp) / "app")
+        app = apputil.launch(Path(tmp) / "app", one_thread=False)  # as `make demo` runs it
         started = time.perf_counter() - start
         try:
             client = app.client(Path(tmp) / "dl")

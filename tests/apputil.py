@@ -72,7 +72,8 @@ class RunningApp:
                 self.proc.wait(timeout=10)
 
 
-def launch(home: Path, *args: str, timeout: float = START_TIMEOUT_S) -> RunningApp:
+def launch(home: Path, *args: str, timeout: float = START_TIMEOUT_S,
+           one_thread: bool = True) -> RunningApp:
     """Start `python app.py *args` on a free port and wait until it answers; fail with the
     app's log if it exits or does not answer within `timeout` seconds."""
     home.mkdir(parents=True, exist_ok=True)
@@ -85,8 +86,9 @@ def launch(home: Path, *args: str, timeout: float = START_TIMEOUT_S) -> RunningA
            "TRANSFORMERS_OFFLINE": "1", "DRUMGEN_USER_MODELS": str(home / "models"),
            "DRUMGEN_ENABLE_TRAINING": "1", "TMPDIR": str(home / "tmp"),
            "GRADIO_TEMP_DIR": str(home / "gradio"),
-           # a 2-core machine: one math thread keeps the app polite next to other work
-           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+           }
+    if one_thread:  # a 2-core machine: one math thread keeps the app polite next to the tests
+        env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("DRUMGEN_SHARE", None)
     log = home / "app.log"
     with open(log, "wb") as out:
