@@ -9,7 +9,6 @@ import math
 import os
 import random
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import torch
 
 from . import model as model_mod
 from . import presets as presets_mod
-from .constants import DENSITY_EDGES, DENSITY_NAMES, GMD_STYLES
+from .constants import DENSITY_EDGES, DENSITY_NAMES
 from .feel import Feel, apply
 from .pattern import MidiError, Pattern
 from .sampling import sample
@@ -125,13 +124,6 @@ class Generator:
                 bundle = model_mod.load(folder, device, dtype)
                 cls._cache[key] = cls(bundle, torch.device(device))
             return cls._cache[key]
-
-    @classmethod
-    def forget(cls, folder: str | os.PathLike) -> None:
-        """Drop a cached model (after it was retrained in place)."""
-        with cls._cache_lock:
-            for key in [k for k in cls._cache if k[0] == str(Path(folder).resolve())]:
-                del cls._cache[key]
 
     @property
     def styles(self) -> list[str]:
@@ -249,15 +241,3 @@ def _density_bucket(density: str | float) -> int | None:
         key = density.strip().lower()
         return None if key == "auto" else density_bucket(DENSITY_NAMES[key])
     return min(len(DENSITY_EDGES), density_bucket(float(density)))
-
-
-def style_choices(generator: Generator | None = None) -> list[str]:
-    """Styles of the model (GMD's when none is loaded), then the presets."""
-    styles = generator.styles if generator else list(GMD_STYLES)
-    return styles + [p.name for p in presets_mod.PRESETS.values()]
-
-
-def timed_generate(generator: Generator, request: Request) -> tuple[list[Groove], float]:
-    start = time.perf_counter()
-    grooves = generator.generate(request)
-    return grooves, time.perf_counter() - start

@@ -53,7 +53,7 @@ class FastDecoder:
               max_len: int) -> torch.Tensor:
         """Run the left-padded prompt; returns the last position's logits."""
         n, width = ids.shape
-        d, hd = self.t.wte.weight.shape[1], self.t.wte.weight.shape[1] // self.heads
+        hd = self.t.wte.weight.shape[1] // self.heads
         dtype, device = self.t.wte.weight.dtype, ids.device
         self.cache = [torch.zeros((2, n, self.heads, max_len, hd), dtype=dtype, device=device)
                       for _ in self.blocks]
@@ -69,7 +69,6 @@ class FastDecoder:
             causal = torch.ones((width, width), dtype=torch.bool, device=device).tril()
             mask = causal[None, None] & self.valid[:, None, None, :width]
             mask |= torch.eye(width, dtype=torch.bool, device=device)[None, None]  # pad rows
-        del d
         return self._forward(ids, self.pos, mask, causal=not self.padded)
 
     def keep(self, rows: torch.Tensor) -> None:
