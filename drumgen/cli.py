@@ -61,7 +61,8 @@ def cmd_train(args) -> None:
     cfg = TrainConfig(preset=args.preset, epochs=args.epochs, time_budget=args.time_budget,
                       batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
-                      patience=args.patience, seed=args.seed, precision=args.precision)
+                      patience=args.patience, seed=args.seed, precision=args.precision,
+                      style_balance=args.style_balance)
     bar = tqdm(unit="step", dynamic_ncols=True)
 
     def report(event: dict) -> None:
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--checkpoint-every", type=int, default=500)
     t.add_argument("--patience", type=int, default=0)
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--style-balance", type=float, default=0.0,
+                   help="0 = styles as often as in the data, 1 = all styles equally often")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
     t.set_defaults(func=cmd_train)
 

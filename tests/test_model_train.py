@@ -18,7 +18,8 @@ import torch
 from drumgen import model as model_mod
 from drumgen.model import ModelError
 from drumgen.tokenizer import Tokenizer
-from drumgen.train import TrainConfig, latest_checkpoint, train
+from drumgen.data import Example
+from drumgen.train import TrainConfig, _batches, latest_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -142,6 +143,25 @@ def test_fine_tune_adds_a_style(tmp_path, debug_model, gmd):
     from drumgen.generate import Generator, Request
     groove = Generator.load(out).generate(Request(style="mydilla", bars=2, seed=1))[0]
     assert groove.pattern.bars == 2
+
+
+@pytest.mark.parametrize("balance, rare_share", [(0.0, 0.05), (0.5, 0.1866), (1.0, 0.5)])
+def test_style_balance_sets_each_styles_share(balance, rare_share):
+    """95 examples of one style and 5 of another: the rare style's share of an epoch goes as
+    count**(1 - balance), from its share of the data (0) to an even split (1)."""
+    examples = [Example([1], 0)] * 9500 + [Example([1], 1)] * 500
+    batches = _batches(examples, 16, seed=3, epoch=0, balance=balance)
+    drawn = [examples[i].style for b in batches for i in b]
+    assert len(drawn) == len(examples)
+    assert abs(sum(drawn) / len(drawn) - rare_share) < 0.015
+    assert batches == _batches(examples, 16, seed=3, epoch=0, balance=balance)  # resumable
+    if balance == 0:
+        assert sorted(i for b in batches for i in b) == list(range(len(examples)))
+
+
+def test_style_balance_out_of_range_is_an_error(tmp_path, small_gmd):
+    with pytest.raises(ValueError, match="style_balance"):
+        train(TrainConfig(preset="debug", epochs=1, style_balance=2), small_gmd, tmp_path)
 
 
 def test_time_budget_stops_training(tmp_path, small_gmd):
