@@ -79,7 +79,10 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
     take = result.takes[0]
     info = result.info + (f"  \n{result.audio_note}" if result.audio_note else "")
     choices = [t.title for t in result.takes]
-    return (_audio(take, kit), _plot(take), str(take.midi), _path(take.wav), _paths(result),
+    # "All variations" only when there is more than one: with one, it would repeat the
+    # .mid and the audio above it, and every API client would download them twice
+    files = _paths(result) if len(result.takes) > 1 else None
+    return (_audio(take, kit), _grid(take), str(take.midi), _path(take.wav), files,
             info, result, gr.update(choices=choices, value=choices[0],
                                     visible=len(choices) > 1))
 
@@ -88,16 +91,16 @@ def show_take(result, title, kit):
     if not result or not title:
         return gr.update(), gr.update(), gr.update(), gr.update()
     take = next(t for t in result.takes if t.title == title)
-    return _audio(take, kit), _plot(take), str(take.midi), _path(take.wav)
+    return _audio(take, kit), _grid(take), str(take.midi), _path(take.wav)
 
 
 def _audio(take, kit):
     return None if kit == NO_AUDIO_KIT else _path(take.audio)
 
 
-def _plot(take):
+def _grid(take):
     p = take.pattern
-    return grid.figure(p, f"{take.title}: {p.bars} bars at {p.tempo:g} bpm")
+    return grid.svg(p, f"{take.title}: {p.bars} bars at {p.tempo:g} bpm")
 
 
 def _path(p):
@@ -258,6 +261,7 @@ audio, grid, midi, wav, files, info, _variations = client.predict(
     style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95, seed=7,
     api_name="/generate")
 ```
+`grid` is an SVG string; `files` lists every variation's files when `variations` > 1.
 Ranges: bars 1-16, tempo 40-300, temperature 0.05-2, top_k 0-2000 (0 = off), top_p 0.05-1,
 seed 0-2147483647, variations 1-8, density auto/sparse/normal/busy or 1-64 hits per bar,
 swing 50-75 (%), humanize 0-1, midi_layout gm/td11/multitrack. Out-of-range values are refused
@@ -320,12 +324,13 @@ def build() -> gr.Blocks:
                     audio = gr.Audio(label="Listen (loops)", type="filepath", loop=True,
                                      interactive=False, buttons=["download"])
                     take = gr.Radio([], label="Variation", visible=False)
-                    # the figure has its own title; Gradio's label badge hid its top rows
-                    plot = gr.Plot(label="Drum grid", show_label=False)
+                    # SVG text: drawn in milliseconds, sharp at any width, a tooltip per hit
+                    plot = gr.HTML(label="Drum grid", elem_id="drum-grid", js_on_load=None)
                     with gr.Row():
                         midi = gr.File(label="MIDI (.mid)")
                         wav = gr.File(label="Audio (.wav)")
-                    files = gr.File(label="All variations", file_count="multiple")
+                    files = gr.File(label="All variations (when there are several)",
+                                    file_count="multiple")
                     info = gr.Markdown()
             state = gr.State()
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,

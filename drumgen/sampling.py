@@ -19,7 +19,6 @@ from transformers import LogitsProcessor
 
 from .tokenizer import Grammar
 
-
 NUCLEUS_CANDIDATES = 64  # top-p looks at this many best tokens first; see `warp`
 
 

@@ -16,9 +16,9 @@ import pytest
 import torch
 
 from drumgen import model as model_mod
+from drumgen.data import Example
 from drumgen.model import ModelError
 from drumgen.tokenizer import Tokenizer
-from drumgen.data import Example
 from drumgen.train import TrainConfig, _batches, latest_checkpoint, train
 
 ROOT = Path(__file__).resolve().parent.parent

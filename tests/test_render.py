@@ -12,12 +12,11 @@ import io
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from xml.etree import ElementTree
 
 import numpy as np
 import pytest
 import soundfile
-from matplotlib.figure import Figure
-from PIL import Image
 
 from drumgen import grid
 from drumgen.constants import DRUM_LABELS
@@ -204,25 +203,52 @@ def test_system_soundfont_kits(renderer, groove):
     assert not np.allclose(tr808, ours, atol=1e-3)
 
 
-def test_grid_figure_and_png(groove):
-    fig = grid.figure(groove, "funk groove")
-    assert isinstance(fig, Figure)
-    ax = fig.axes[0]
-    assert ax.get_title() == "funk groove"
-    assert [t.get_text() for t in ax.get_yticklabels()] == list(DRUM_LABELS)
-    assert [t.get_text() for t in ax.get_xticklabels()] == [f"bar {b}" for b in range(1, 5)]
-    from matplotlib.collections import LineCollection, PathCollection
-    dots = next(c for c in ax.collections if isinstance(c, PathCollection)).get_offsets()
+def _svg(pattern, title=""):
+    return ElementTree.fromstring(grid.svg(pattern, title))
+
+
+def _tag(element) -> str:
+    return element.tag.rsplit("}", 1)[-1]
+
+
+def test_grid_svg_draws_every_hit_on_its_row_and_step(groove):
+    root = _svg(groove, "funk groove")
+    texts = [t.text for t in root.iter() if _tag(t) == "text"]
+    assert "funk groove" in texts
+    assert all(label in texts for label in DRUM_LABELS)
+    assert [t for t in texts if t.startswith("bar ")] == [f"bar {b}" for b in range(1, 5)]
+    dots = [c for c in root.iter() if _tag(c) == "circle"]
     assert len(dots) == len(groove.hits)
-    lines = [c for c in ax.collections if isinstance(c, LineCollection)]
-    # 65 vertical lines (4 bars of 16 steps, plus the closing one) and 9 rows
-    assert sorted(len(c.get_segments()) for c in lines) == [5, 9, 12, 48]
-    assert dots[:, 0].min() >= -0.5 and dots[:, 0].max() < 4 * 16
-    data = grid.png(groove)
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    with Image.open(io.BytesIO(data)) as image:
-        assert image.format == "PNG" and image.width > 300 and image.height > 100
-    empty = grid.figure(Pattern([], 2, 100.0))
-    assert isinstance(empty, Figure) and not any(
-        isinstance(c, PathCollection) for c in empty.axes[0].collections)
-    assert grid.png(Pattern([], 2, 100.0))[:4] == b"\x89PNG"
+    # 65 vertical lines (4 bars of 16 steps, plus the closing one) and 9 row lines
+    lines = [e for e in root.iter() if _tag(e) == "line"]
+    assert len(lines) == 65 + 9
+    bar_lines = {float(e.get("x1")) for e in lines if e.get("stroke-width") == "1.6"}
+    assert len(bar_lines) == 5
+    # every dot sits inside the grid, between the first and the last bar line
+    xs = [float(c.get("cx")) for c in dots]
+    assert min(bar_lines) <= min(xs) and max(xs) <= max(bar_lines)
+    tips = [next(iter(c)).text for c in dots]
+    assert all(t.split(",")[0] in DRUM_LABELS and "velocity" in t and " ms" in t for t in tips)
+
+
+def test_grid_svg_shows_row_velocity_and_microtiming():
+    early = Hit(0, 4, 0, 30, -0.25)   # kick, quiet, a quarter step early
+    on = Hit(0, 4, 1, 100, 0.0)       # snare, loud, on the grid
+    late = Hit(0, 8, 8, 127, 0.25)    # ride, loudest, a quarter step late
+    dots = {next(iter(c)).text.split(",")[0]: c for c in _svg(Pattern([early, on, late], 1,
+                                                                      120.0)).iter()
+            if _tag(c) == "circle"}
+    kick, snare, ride = dots["Kick"], dots["Snare"], dots["Ride"]
+    x = {k: float(c.get("cx")) for k, c in dots.items()}
+    y = {k: float(c.get("cy")) for k, c in dots.items()}
+    assert y["Kick"] > y["Snare"] > y["Ride"]  # kick at the bottom, cymbals at the top
+    cell = grid.CELL
+    assert x["Snare"] - x["Kick"] == pytest.approx(0.25 * cell)  # early: left of its step
+    assert x["Ride"] - x["Snare"] == pytest.approx(4.25 * cell)  # late: right of step 8
+    radius = [float(c.get("r")) for c in (kick, snare, ride)]
+    assert radius == sorted(radius) and radius[0] < radius[2]
+    assert len({c.get("fill") for c in (kick, snare, ride)}) == 3  # colour follows velocity
+    # a 16th at 120 bpm is 125 ms, so a quarter of one is 31 ms
+    assert "-31 ms" in next(iter(kick)).text and "+31 ms" in next(iter(ride)).text
+    empty = _svg(Pattern([], 2, 100.0))
+    assert not [c for c in empty.iter() if _tag(c) == "circle"]
