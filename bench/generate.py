@@ -22,7 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drumgen.generate import Generator, Request  # noqa: E402
+from drumgen.generate import Generator, Request, on_inference_thread  # noqa: E402
 from drumgen.sampling import GrammarLogitsProcessor, sample  # noqa: E402
 from drumgen.tokenizer import Grammar  # noqa: E402
 
@@ -78,12 +78,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads:  # OpenMP's thread count is per calling thread: set it where the math runs
+        on_inference_thread(torch.set_num_threads, args.threads)
     base = rss_mb()
     gen = Generator.load(args.model, device="cuda" if torch.cuda.is_available() else "cpu")
     loaded = rss_mb()
-    print(f"model {gen.bundle.path} on {gen.device}, {torch.get_num_threads()} threads, "
+    print(f"model {gen.bundle.path} on {gen.device}, "
+          f"{on_inference_thread(torch.get_num_threads)} threads, "
           f"{sum(p.numel() for p in gen.bundle.model.parameters()):,} parameters")
     gen.generate(Request(style="funk", seed=0, variations=8))  # warm-up
     print("\n| request | p50 | p90 | tokens/s |\n|---|---|---|---|")
@@ -99,8 +100,9 @@ def main() -> None:
     for n in (1, 8):
         results = {}
         for engine in ("naive", "hf", "generate()", "fast"):
-            runs = [engine_run(gen, engine, n, new, s) for s in range(1 if engine == "naive"
-                                                                       else 3)]
+            # on the inference thread, as generate() runs: one OpenMP team in the process
+            runs = [on_inference_thread(engine_run, gen, engine, n, new, s)
+                    for s in range(1 if engine == "naive" else 3)]
             results[engine] = statistics.median(runs)
         for engine, seconds in results.items():
             print(f"| {engine} | {n} | {seconds:.2f} | {n * new / seconds:.0f} | "
