@@ -26,9 +26,10 @@ def warp(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> 
     """Temperature, then top-k, then top-p (nucleus) on a batch of logits.
 
     Top-p needs the tokens in order of probability. Sorting the whole vocabulary every step
-    cost more than the rest of the sampling together, so the best NUCLEUS_CANDIDATES come
-    from `topk` first; only if they hold less than `top_p` of some row's mass does it sort.
-    Either way the kept set is the same: the smallest prefix whose mass reaches top_p."""
+    cost more than the rest of the sampling together, so the best NUCLEUS_CANDIDATES of each
+    row come from `topk`; only the rows where they hold less than `top_p` of the mass (flat
+    rows: a hit's many velocity and timing bins) are sorted in full. Either way the kept set
+    is the same: the smallest prefix, in order of probability, whose mass reaches top_p."""
     logits = logits / max(temperature, 1e-5)
     if top_k and top_k < logits.shape[-1]:
         kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
@@ -36,12 +37,21 @@ def warp(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) -> 
     if 0 < top_p < 1:
         probs = logits.softmax(-1)
         best, order = torch.topk(probs, min(NUCLEUS_CANDIDATES, probs.shape[-1]), dim=-1)
-        if not bool((best.sum(-1) >= top_p).all()):
-            best, order = torch.sort(probs, descending=True, dim=-1)
-        drop = best.cumsum(-1) - best >= top_p  # keeps at least the top token
-        keep = torch.zeros_like(probs, dtype=torch.bool).scatter(-1, order, ~drop)
+        keep = _nucleus(best, order, top_p, probs.shape[-1])
+        short = best.sum(-1) < top_p
+        if bool(short.any()):
+            rows = short.nonzero()[:, 0]
+            keep[rows] = _nucleus(*torch.sort(probs[rows], descending=True, dim=-1), top_p,
+                                  probs.shape[-1])
         logits = logits.masked_fill(~keep, float("-inf"))
     return logits
+
+
+def _nucleus(best: torch.Tensor, order: torch.Tensor, top_p: float, size: int) -> torch.Tensor:
+    """The kept-token mask from probabilities in descending order and their token ids."""
+    drop = best.cumsum(-1) - best >= top_p  # keeps at least the top token
+    keep = torch.zeros((best.shape[0], size), dtype=torch.bool, device=best.device)
+    return keep.scatter(-1, order, ~drop)
 
 
 def draw(probs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -183,8 +193,7 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
         probs = warp(logits, temperature, top_k, top_p).softmax(-1)
         nxt = draw(probs, generator)
         done = True
-        for i, g in enumerate(grammars):
-            t = int(nxt[i])
+        for i, (g, t) in enumerate(zip(grammars, nxt[:, 0].tolist(), strict=True)):
             if g.state.phase != "DONE":
                 out[i].append(t)
                 g.advance(t)
@@ -192,10 +201,11 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
         if done:
             break
         step_ids = nxt
-        step_pos = step_pos[:, -1:] + 1
-        ids = torch.cat([ids, nxt], dim=1)
-        attn = torch.cat([attn, attn.new_ones((n, 1))], dim=1)
-        positions = torch.cat([positions, step_pos], dim=1)
+        if fast is None:  # the reference engines re-read the sequence; FastDecoder has its cache
+            step_pos = step_pos[:, -1:] + 1
+            ids = torch.cat([ids, nxt], dim=1)
+            attn = torch.cat([attn, attn.new_ones((n, 1))], dim=1)
+            positions = torch.cat([positions, step_pos], dim=1)
         for g in grammars:  # leave room to close every bar before the context runs out
             g.budget = max_new - step - 1
     return out

@@ -89,10 +89,12 @@ def _nucleus_by_full_sort(logits: torch.Tensor, top_p: float) -> torch.Tensor:
     return torch.zeros_like(drop).scatter(-1, order, ~drop)
 
 
-@pytest.mark.parametrize("spread", [0.5, 3.0, 12.0])  # flat rows need the full-sort fallback
+# flat rows need the full sort, peaked ones do not; the last case mixes both in one batch
+@pytest.mark.parametrize("spread", [[0.5], [3.0], [12.0], [0.5, 12.0, 1.0, 8.0, 0.2, 30.0]])
 @pytest.mark.parametrize("top_p", [0.5, 0.9, 0.99])
 def test_top_p_keeps_the_same_tokens_as_a_full_sort(spread, top_p):
-    logits = torch.randn((6, 1189), generator=torch.Generator().manual_seed(3)) * spread
+    logits = torch.randn((6, 1189), generator=torch.Generator().manual_seed(3))
+    logits *= torch.tensor(spread * (6 // len(spread)))[:, None]
     logits[:, :100] = float("-inf")  # grammar-masked tokens stay out
     kept = warp(logits, 1.0, 0, top_p) > float("-inf")
     assert torch.equal(kept, _nucleus_by_full_sort(logits, top_p))
