@@ -2,9 +2,17 @@
 
     python bench/app_load.py [--calls 20] [--clients 12] [--per-client 4]
 
-Starts app.py as a subprocess on a free port (as a user would), then measures through
-gradio_client: the time until the app answers, p50/p90 of one /generate round trip (4 bars,
-audio downloaded), and p50/p95 latency and throughput with N concurrent clients.
+Starts app.py as a subprocess on a free port (as a user would), then measures, in one run:
+
+- the time until the app answers;
+- click to audio through gradio_client: the /generate call, then the audio file fetched over
+  one kept-alive connection, as a browser's player fetches it (the .mid and .wav wait until the
+  user asks for them);
+- the same call with gradio_client downloading every file it returns (audio, .mid and .wav,
+  one new HTTP client each), the slowest way an API user can call it;
+- click to audio in Debian's Chromium, when it is installed: from the click on Generate until
+  the player holds the new audio, timed inside the page;
+- p50/p95 latency and throughput with N concurrent clients.
 """
 
 from __future__ import annotations
@@ -19,6 +27,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import apputil  # noqa: E402  (the tests' launcher: one way to start the app)
+import httpx  # noqa: E402
+from gradio_client import Client  # noqa: E402
 
 ARGS = dict(style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95)
 
@@ -26,6 +36,53 @@ ARGS = dict(style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+# Timed inside the page: Playwright's own waiting polls from another process, and on two cores
+# that added about 0.4 s to every figure.
+CLICK_TO_AUDIO_JS = """async (seed) => {
+  const button = [...document.querySelectorAll('button.primary')]
+    .find(b => b.textContent.trim() === 'Generate');
+  const link = `a[download][href*='seed${seed}'][href$='.ogg']`;
+  const start = performance.now();
+  const ready = new Promise(resolve => {
+    const watch = new MutationObserver(() => {
+      if (document.querySelector(link)) { watch.disconnect(); resolve(performance.now() - start); }
+    });
+    watch.observe(document.body, {subtree: true, childList: true, attributes: true});
+  });
+  button.click();
+  return await ready;
+}"""
+
+
+def browser_click_to_audio(url: str, calls: int) -> list[float]:
+    """Seconds from the click on Generate until the player holds the new groove's audio, timed
+    in Debian's Chromium; empty when it or Playwright is missing."""
+    chromium = Path("/usr/bin/chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        return []
+    if not chromium.is_file():
+        return []
+    times = []
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(chromium),
+                                     args=["--no-sandbox", "--disable-gpu"])
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.goto(url)
+            seed = page.get_by_role("spinbutton", name="Seed", exact=True)
+            for i in range(calls + 1):  # the first is a warm-up
+                seed.fill(str(1000 + i))
+                page.wait_for_timeout(200)  # let the page take the new seed
+                ms = page.evaluate(CLICK_TO_AUDIO_JS, 1000 + i)
+                if i:
+                    times.append(ms / 1000)
+        finally:
+            browser.close()
+    return times
 
 
 def main() -> None:
@@ -41,12 +98,23 @@ def main() -> None:
         try:
             client = app.client(Path(tmp) / "dl")
             client.predict(**ARGS, seed=0, api_name="/generate")  # warm-up
-            times = []
+            bare = Client(app.url, verbose=False, download_files=False, analytics_enabled=False)
+            to_audio = []
+            with httpx.Client() as player:
+                for i in range(args.calls):
+                    t = time.perf_counter()
+                    out = bare.predict(**ARGS, seed=i, api_name="/generate")
+                    audio = player.get(out[0]["url"])
+                    audio.raise_for_status()
+                    assert len(audio.content) > 1000  # the OGG is here
+                    to_audio.append(time.perf_counter() - t)
+            every_file = []
             for i in range(args.calls):
                 t = time.perf_counter()
                 out = client.predict(**ARGS, seed=i, api_name="/generate")
-                assert Path(out[0]).stat().st_size > 0  # the audio is here
-                times.append(time.perf_counter() - t)
+                assert Path(out[0]).stat().st_size > 0
+                every_file.append(time.perf_counter() - t)
+            browser = browser_click_to_audio(app.url, args.calls)
             latencies, lock = [], threading.Lock()
 
             def user(i: int) -> None:
@@ -67,8 +135,15 @@ def main() -> None:
         finally:
             app.stop()
     print(f"app start (launch to first answer): {started:.1f} s")
-    print(f"click to audio, {args.calls} sequential calls: p50 {pct(times, 0.5) * 1000:.0f} ms, "
-          f"p90 {pct(times, 0.9) * 1000:.0f} ms")
+    print(f"click to audio (gradio_client call + the audio file), {args.calls} sequential "
+          f"calls: p50 {pct(to_audio, 0.5) * 1000:.0f} ms, p90 {pct(to_audio, 0.9) * 1000:.0f} ms")
+    print(f"gradio_client downloading every file (audio, .mid, .wav): p50 "
+          f"{pct(every_file, 0.5) * 1000:.0f} ms, p90 {pct(every_file, 0.9) * 1000:.0f} ms")
+    if browser:
+        print(f"click to audio in Chromium (click -> player holds the audio): p50 "
+              f"{pct(browser, 0.5) * 1000:.0f} ms, p90 {pct(browser, 0.9) * 1000:.0f} ms")
+    else:
+        print("click to audio in Chromium: skipped (no /usr/bin/chromium or no playwright)")
     print(f"{args.clients} concurrent clients x {args.per_client}: {len(latencies)} calls in "
           f"{wall:.1f} s = {len(latencies) / wall:.2f} grooves/s; latency p50 "
           f"{pct(latencies, 0.5):.2f} s, p95 {pct(latencies, 0.95):.2f} s")
