@@ -329,8 +329,8 @@ def build() -> gr.Blocks:
                     with gr.Row():
                         midi = gr.File(label="MIDI (.mid)")
                         wav = gr.File(label="Audio (.wav)")
-                    files = gr.File(label="All variations (when there are several)",
-                                    file_count="multiple")
+                    files = gr.File(label="All variations", file_count="multiple",
+                                    visible=False)
                     info = gr.Markdown()
             state = gr.State()
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,
@@ -340,6 +340,9 @@ def build() -> gr.Blocks:
                      api_name="generate", concurrency_limit=2)
             take.change(show_take, [state, take, kit], [audio, plot, midi, wav],
                         api_visibility="private")
+            # the list only shows when there can be something in it
+            variations.change(lambda n: gr.update(visible=(n or 1) > 1), variations, files,
+                              api_visibility="private", show_progress="hidden")
             dice.click(new_seed, None, seed, api_name="new_seed")
             style.change(on_style, [style, kit], [style_info, tempo, kit],
                          api_visibility="private")

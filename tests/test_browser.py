@@ -80,3 +80,29 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
     assert shot.stat().st_size > 20_000
     if os.environ.get("DRUMGEN_UPDATE_SCREENSHOT") == "1":
         shutil.copy(shot, README_SHOT)
+
+
+def test_variations_list_every_take_in_the_browser(app):
+    """The "All variations" list is hidden for one take, and lists every take's files once
+    Variations is above 1."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000})
+            page.set_default_timeout(TIMEOUT_MS)
+            page.goto(app.url)
+            listing = page.get_by_text("All variations", exact=True)
+            assert listing.count() == 0 or not listing.first.is_visible()
+            count = page.get_by_role("spinbutton", name="Variations")
+            count.fill("3")
+            count.press("Enter")
+            listing.first.wait_for(state="visible")
+            page.get_by_role("button", name="Generate", exact=True).click()
+            takes = page.locator("a[download][href*='_v3'][href$='.mid']")
+            takes.first.wait_for(state="attached")
+            for v in (1, 2, 3):
+                assert page.locator(f"a[download][href*='_v{v}'][href$='.ogg']").count() >= 1
+        finally:
+            browser.close()
