@@ -71,13 +71,15 @@ class FastDecoder:
         t = model.transformer
         self.model, self.t = model, t
         self.heads = model.config.n_head
-        self.blocks = [(b.ln_1, b.attn.c_attn, b.attn.c_proj, b.ln_2, b.mlp.c_fc, b.mlp.c_proj)
-                       for b in t.h]
-
-    @staticmethod
-    def _conv(layer, x: torch.Tensor) -> torch.Tensor:  # GPT-2's Conv1D: x @ W + b
-        return torch.addmm(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight).view(
-            *x.shape[:-1], -1)
+        # plain tensors, looked up once: nn.Module attribute access was a measurable share of
+        # a decoding step
+        self.blocks = [(b.ln_1.weight, b.ln_1.bias, b.attn.c_attn.weight, b.attn.c_attn.bias,
+                        b.attn.c_proj.weight, b.attn.c_proj.bias, b.ln_2.weight, b.ln_2.bias,
+                        b.mlp.c_fc.weight, b.mlp.c_fc.bias, b.mlp.c_proj.weight,
+                        b.mlp.c_proj.bias) for b in t.h]
+        self.eps = model.config.layer_norm_epsilon
+        self.width = t.wte.weight.shape[1]
+        self.head_out = model.lm_head.weight.T
 
     def start(self, ids: torch.Tensor, attn: torch.Tensor, style_ids: torch.Tensor,
               max_len: int) -> torch.Tensor:
@@ -122,22 +124,25 @@ class FastDecoder:
         return self._forward(ids, self.pos, mask)
 
     def _forward(self, ids, pos, mask, causal: bool = False) -> torch.Tensor:
-        t, n, width = self.t, ids.shape[0], ids.shape[1]
-        x = t.wte(ids) + t.wpe(pos) + self.style.to(t.wte.weight.dtype)
+        t, n, width, c, eps = self.t, ids.shape[0], ids.shape[1], (self.width,), self.eps
+        x = (t.wte(ids) + t.wpe(pos) + self.style.to(t.wte.weight.dtype)).view(n * width, -1)
         start, end = self.length, self.length + width
         for block, cache in zip(self.blocks, self.cache, strict=True):
-            ln1, c_attn, c_proj, ln2, fc, proj = block
-            h = F.layer_norm(x, ln1.normalized_shape, ln1.weight, ln1.bias, ln1.eps)
-            q, k, v = self._conv(c_attn, h).view(n, width, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, pr_w, pr_b = block
+            h = F.layer_norm(x, c, ln1_w, ln1_b, eps)
+            # GPT-2's Conv1D is x @ W + b
+            q, k, v = torch.addmm(qkv_b, h, qkv_w).view(n, width, 3, self.heads, -1).permute(
+                2, 0, 3, 1, 4)
             cache[0, :, :, start:end], cache[1, :, :, start:end] = k, v
             a = F.scaled_dot_product_attention(q, cache[0, :, :, :end], cache[1, :, :, :end],
                                                attn_mask=mask, is_causal=causal and width > 1)
-            x = x + self._conv(c_proj, a.transpose(1, 2).reshape(n, width, -1))
-            h = F.layer_norm(x, ln2.normalized_shape, ln2.weight, ln2.bias, ln2.eps)
-            x = x + self._conv(proj, F.gelu(self._conv(fc, h), approximate="tanh"))
+            x = x + torch.addmm(out_b, a.transpose(1, 2).reshape(n * width, -1), out_w)
+            h = F.gelu(torch.addmm(fc_b, F.layer_norm(x, c, ln2_w, ln2_b, eps), fc_w),
+                       approximate="tanh")
+            x = x + torch.addmm(pr_b, h, pr_w)
         self.length = end
-        x = F.layer_norm(x[:, -1], t.ln_f.normalized_shape, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps)
-        return x @ self.model.lm_head.weight.T
+        last = x.view(n, width, -1)[:, -1]
+        return F.layer_norm(last, c, t.ln_f.weight, t.ln_f.bias, t.ln_f.eps) @ self.head_out
 
 
 def masks(grammars: list[Grammar], device: torch.device) -> torch.Tensor:
