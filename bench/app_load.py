@@ -28,7 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import apputil  # noqa: E402  (the tests' launcher: one way to start the app)
 import httpx  # noqa: E402
-from gradio_client import Client  # noqa: E402
 
 ARGS = dict(style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95)
 
@@ -59,17 +58,16 @@ CLICK_TO_AUDIO_JS = """async (seed) => {
 def browser_click_to_audio(url: str, calls: int) -> list[float]:
     """Seconds from the click on Generate until the player holds the new groove's audio, timed
     in Debian's Chromium; empty when it or Playwright is missing."""
-    chromium = Path("/usr/bin/chromium")
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
         return []
-    if not chromium.is_file():
+    if not apputil.CHROMIUM.is_file():
         return []
     times = []
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(chromium),
-                                     args=["--no-sandbox", "--disable-gpu"])
+        browser = pw.chromium.launch(executable_path=str(apputil.CHROMIUM),
+                                     args=apputil.CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
             page.goto(url)
@@ -98,7 +96,7 @@ def main() -> None:
         try:
             client = app.client(Path(tmp) / "dl")
             client.predict(**ARGS, seed=0, api_name="/generate")  # warm-up
-            bare = Client(app.url, verbose=False, download_files=False, analytics_enabled=False)
+            bare = app.client(downloads=False)
             to_audio = []
             with httpx.Client() as player:
                 for i in range(args.calls):

@@ -21,6 +21,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 90
+# Debian's Chromium, driven by Playwright (never `playwright install`): the browser test and
+# bench/app_load.py launch it the same way
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 
 
 def free_port() -> int:
@@ -55,8 +60,13 @@ class RunningApp:
     def log_tail(self, chars: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
 
-    def client(self, downloads: Path | None = None):
+    def client(self, downloads: Path | None | bool = None):
+        """A gradio_client for this app, downloading output files into `downloads` (this
+        app's downloads/ by default), or not at all with `downloads=False`."""
         from gradio_client import Client
+        if downloads is False:
+            return Client(self.url, verbose=False, download_files=False,
+                          analytics_enabled=False)
         folder = downloads or self.home / "downloads"
         folder.mkdir(parents=True, exist_ok=True)
         return Client(self.url, verbose=False, download_files=str(folder),

@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import os
 import shutil
-from pathlib import Path
 
 import apputil
 import mido
 import pytest
+from apputil import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = pytest.mark.slow
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 # The README's picture is refreshed only on request (DRUMGEN_UPDATE_SCREENSHOT=1), so a test
 # run never changes a tracked file.
 README_SHOT = apputil.ROOT / "docs" / "screenshot.png"
