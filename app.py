@@ -23,7 +23,7 @@ from drumgen.archive import ArchiveError  # noqa: E402
 from drumgen.constants import DENSITY_NAMES, GMD_STYLES  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.generate import Generator, Request, RequestError  # noqa: E402
-from drumgen.model import ModelError  # noqa: E402
+from drumgen.model import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
 from drumgen.render import Renderer  # noqa: E402
 
@@ -61,14 +61,15 @@ def on_style(style: str, kit: str):
 
 def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, fill=False,
              density="auto", swing=50.0, humanize=0.0, kit=None, midi_layout="gm", prime=None,
-             model=None):
+             model=None, style_strength=None):
     """Generate grooves. Returns audio (OGG), the drum grid, the .mid, the .wav, all files,
     and a summary. Parameters and ranges: see the About tab."""
     try:
         density = _number_or_name(density)
         request = Request(style=style, bars=_int(bars, "bars"), tempo=tempo,
                           temperature=temperature, top_k=_int(top_k, "top_k"), top_p=top_p,
-                          seed=_int(seed, "seed"), variations=_int(variations, "variations"),
+                          style_strength=style_strength, seed=_int(seed, "seed"),
+                          variations=_int(variations, "variations"),
                           fill=fill, density=density, swing=swing, humanize=humanize,
                           prime=prime or None)
         result = service.generate(request, model or None,
@@ -131,12 +132,22 @@ def _number_or_name(value):
 
 
 def on_model(model, style):
-    """Offer the chosen model's own styles (a model trained here may know new ones)."""
+    """Offer the chosen model's own styles (a model trained here may know new ones), and set
+    the sampling sliders to its saved defaults."""
     try:
         choices = service.style_choices(model or None)
+        d = service.sampling_defaults(model or None)
     except USER_ERRORS:
-        return gr.update()
-    return gr.update(choices=choices, value=style if style in choices else choices[0])
+        return (gr.update(),) * 5
+    return (gr.update(choices=choices, value=style if style in choices else choices[0]),
+            d.temperature, d.top_k, d.top_p, d.style_strength)
+
+
+def _defaults(model: str | None) -> GenerationDefaults:
+    try:
+        return service.sampling_defaults(model)
+    except USER_ERRORS:
+        return GenerationDefaults()
 
 
 def name_errors(fn, components) -> None:
@@ -258,11 +269,13 @@ the model has not learned those producers. Fine-tune on your own MIDI (Train tab
 from gradio_client import Client
 client = Client("http://127.0.0.1:7860/")
 audio, grid, midi, wav, files, info, _variations = client.predict(
-    style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95, seed=7,
-    api_name="/generate")
+    style="funk", tempo=100, bars=4, seed=7, api_name="/generate")
 ```
-`grid` is an SVG string; `files` lists every variation's files when `variations` > 1.
+Parameters left out take the page's defaults; temperature, top_k, top_p and style_strength
+start at the model's saved generation defaults. `grid` is an SVG string; `files` lists every
+variation's files when `variations` > 1.
 Ranges: bars 1-16, tempo 40-300, temperature 0.05-2, top_k 0-2000 (0 = off), top_p 0.05-1,
+style_strength 0-3 (1 = the style as trained, 0 = no particular style),
 seed 0-2147483647, variations 1-8, density auto/sparse/normal/busy or 1-64 hits per bar,
 swing 50-75 (%), humanize 0-1, midi_layout gm/td11/multitrack. Out-of-range values are refused
 with a message that names the parameter, never clamped.
@@ -309,10 +322,17 @@ def build() -> gr.Blocks:
                         humanize = gr.Slider(0, 1, value=0, step=0.05, label="Humanize")
                     kit = gr.Dropdown(kits, value=kits[0], label="Kit (sound)")
                     with gr.Accordion("More", open=False):
-                        temperature = gr.Slider(0.05, 2, value=0.95, step=0.05,
+                        # the sampling sliders start at the model's saved defaults
+                        start = _defaults(model_names[0] if model_names else None)
+                        temperature = gr.Slider(0.05, 2, value=start.temperature, step=0.05,
                                                 label="Temperature")
-                        top_k = gr.Slider(0, 200, value=0, step=1, label="Top-k (0 = off)")
-                        top_p = gr.Slider(0.05, 1, value=0.95, step=0.01, label="Top-p")
+                        top_k = gr.Slider(0, 200, value=start.top_k, step=1,
+                                          label="Top-k (0 = off)")
+                        top_p = gr.Slider(0.05, 1, value=start.top_p, step=0.01, label="Top-p")
+                        style_strength = gr.Slider(
+                            0, 3, value=start.style_strength, step=0.1, label="Style strength",
+                            info="1 = the style as trained, 0 = no particular style, above 1 "
+                                 "= its traits exaggerated")
                         midi_layout = gr.Radio(["gm", "td11", "multitrack"], value="gm",
                                                label="MIDI layout")
                         model = gr.Dropdown(model_names, value=model_names[0] if model_names
@@ -334,7 +354,7 @@ def build() -> gr.Blocks:
                     info = gr.Markdown()
             state = gr.State()
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,
-                      density, swing, humanize, kit, midi_layout, prime, model]
+                      density, swing, humanize, kit, midi_layout, prime, model, style_strength]
             name_errors(generate, inputs)
             go.click(generate, inputs, [audio, plot, midi, wav, files, info, state, take],
                      api_name="generate", concurrency_limit=2)
@@ -346,7 +366,8 @@ def build() -> gr.Blocks:
             dice.click(new_seed, None, seed, api_name="new_seed")
             style.change(on_style, [style, kit], [style_info, tempo, kit],
                          api_visibility="private")
-            model.change(on_model, [model, style], style, api_visibility="private")
+            model.change(on_model, [model, style], [style, temperature, top_k, top_p,
+                                                    style_strength], api_visibility="private")
         with gr.Tab("Train"):
             if not enabled:
                 gr.Markdown(f"**{why}**")

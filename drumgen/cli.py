@@ -28,7 +28,8 @@ def cmd_generate(args) -> None:
     gen = Generator.load(args.model)
     req = Request(style=args.style, bars=args.bars, tempo=args.tempo, seed=args.seed,
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
-                  variations=args.variations, fill=args.fill, density=_density(args.density),
+                  style_strength=args.style_strength, variations=args.variations,
+                  fill=args.fill, density=_density(args.density),
                   swing=args.swing, humanize=args.humanize,
                   prime=args.prime.read_bytes() if args.prime else None)
     grooves = gen.generate(req)
@@ -93,7 +94,7 @@ def cmd_train(args) -> None:
 def cmd_evaluate(args) -> None:
     from .evaluate import evaluate, format_report
     report = evaluate(args.model, _resolve_data(args.data), per_style=args.per_style,
-                      bars=args.bars, seed=args.seed)
+                      bars=args.bars, seed=args.seed, style_strength=args.style_strength)
     print(format_report(report))
 
 
@@ -146,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--temperature", type=float, default=None)
     g.add_argument("--top-k", type=int, default=None)
     g.add_argument("--top-p", type=float, default=None)
+    g.add_argument("--style-strength", type=float, default=None,
+                   help="0 (no style) to 3; 1 = as trained (default: the model's)")
     g.add_argument("--variations", type=int, default=1)
     g.add_argument("--fill", action="store_true", help="a fill in the last bar")
     g.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
@@ -181,9 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     e = sub.add_parser("evaluate", help="validation loss and style/feature metrics")
     e.add_argument("--model", default=None)
     _data_arg(e)
-    e.add_argument("--per-style", type=int, default=24, help="grooves generated per style")
+    e.add_argument("--per-style", type=int, default=64, help="grooves generated per style")
     e.add_argument("--bars", type=int, default=4)
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument("--style-strength", type=float, default=None,
+                   help="generate with this style strength (default: the model's)")
     e.set_defaults(func=cmd_evaluate)
 
     r = sub.add_parser("roundtrip", help="encode and decode one MIDI file")

@@ -124,7 +124,10 @@ def _grooves(pairs, bars: int) -> dict[str, list[Pattern]]:
 
 
 def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
-             per_style: int = 24, bars: int = 4, seed: int = 0) -> dict:
+             per_style: int = 64, bars: int = 4, seed: int = 0,
+             style_strength: float | None = None) -> dict:
+    """The report `format_report` prints. Grooves are generated with the model's saved
+    generation defaults, except `style_strength` when given."""
     gen = Generator.load(model_dir, device="cpu")
     dataset = data_mod.load(data_dir)
     skipped: list = []
@@ -152,8 +155,9 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
         while len(made) < per_style:
             request = Request(style=style, bars=bars, tempo=float(np.clip(rng.choice(tempos),
                               40, 300)), seed=rng.randrange(2**31), variations=min(8, per_style
-                              - len(made)))
+                              - len(made)), style_strength=style_strength)
             for groove in gen.generate(request):
+                settings = groove.settings
                 total += 1
                 valid += not gen.tokenizer.check(groove.tokens, bars=bars)
                 made.append(groove.raw)
@@ -171,7 +175,9 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
         })
     return {"model": str(gen.bundle.path), "val_nll": nll, "perplexity": math.exp(nll),
             "val_examples": len(val_examples), "validity": valid / max(1, total),
-            "generated": total, "rows": rows, "bars": bars}
+            "generated": total, "rows": rows, "bars": bars,
+            "sampling": {k: settings[k] for k in ("temperature", "top_k", "top_p",
+                                                  "style_strength")}}
 
 
 def format_report(report: dict) -> str:
@@ -179,7 +185,9 @@ def format_report(report: dict) -> str:
     lines = [f"Validation NLL {report['val_nll']:.4f} nats/token, perplexity "
              f"{report['perplexity']:.2f} ({report['val_examples']} windows); "
              f"grammar-valid {report['validity']:.1%} of {report['generated']} generated "
-             f"{report['bars']}-bar grooves.", ""]
+             f"{report['bars']}-bar grooves ("
+             + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in report["sampling"].items())
+             + ").", ""]
     lines.append("| style | real val grooves | classifier acc. real | classifier acc. generated |"
                  " OA generated / real-vs-real (mean of 7 features) |")
     lines.append("|---|---|---|---|---|")

@@ -59,6 +59,7 @@ class Request:
     temperature: float | None = None
     top_k: int | None = None
     top_p: float | None = None
+    style_strength: float | None = None  # 1 = as trained, 0 = no style, >1 = exaggerated
     seed: int | None = None
     variations: int = 1
     fill: bool = False
@@ -78,6 +79,8 @@ class Request:
             _check_number("top_k", self.top_k, 0, 2000, integer=True)
         if self.top_p is not None:
             _check_number("top_p", self.top_p, 0.05, 1.0)
+        if self.style_strength is not None:
+            _check_number("style_strength", self.style_strength, 0, 3)
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
         _check_number("swing", self.swing, 50, 75)
@@ -167,6 +170,8 @@ class Generator:
             else defaults.temperature
         top_k = request.top_k if request.top_k is not None else defaults.top_k
         top_p = request.top_p if request.top_p is not None else defaults.top_p
+        strength = request.style_strength if request.style_strength is not None \
+            else defaults.style_strength
         density = _density_bucket(request.density if request.density != "auto" or not preset
                                   else preset.density)
         prime, prime_density = self._prime_tokens(request.prime)
@@ -175,7 +180,7 @@ class Generator:
         fills = [False] * (request.bars - 1) + [request.fill]
         generator = torch.Generator(device=self.device).manual_seed(seed)
         bodies = on_inference_thread(self._generate_bars, style, request, fills, density,
-                                     prime, temperature, top_k, top_p, generator)
+                                     prime, (temperature, top_k, top_p, strength), generator)
         feel = Feel(swing=request.swing, humanize=request.humanize)
         if preset:
             feel = preset.feel.combine(feel)
@@ -186,7 +191,8 @@ class Generator:
             grooves.append(Groove(apply(raw, feel, seed + i), raw, tokens, style,
                                   preset.name if preset else None, seed, fills, {
                                       "temperature": temperature, "top_k": top_k,
-                                      "top_p": top_p, "feel": feel}))
+                                      "top_p": top_p, "style_strength": strength,
+                                      "feel": feel}))
         return grooves
 
     def _prime_tokens(self, prime) -> tuple[list[int] | None, int | None]:
@@ -204,11 +210,12 @@ class Generator:
         return (self.tokenizer.encode_bars(keep, [False] * keep.bars),
                 density_bucket(len(keep.hits) / keep.bars))
 
-    def _generate_bars(self, style, request, fills, density, prime, temperature, top_k,
-                       top_p, generator) -> list[tuple[list[int], list[int]]]:
+    def _generate_bars(self, style, request, fills, density, prime, sampling,
+                       generator) -> list[tuple[list[int], list[int]]]:
         """Generate in passes of at most MAX_PASS_BARS bars, each pass seeing up to
         CONTEXT_BARS earlier bars (of the prime, or of the previous pass)."""
         tok, n = self.tokenizer, request.variations
+        temperature, top_k, top_p, strength = sampling
         tempo = tempo_bucket(request.tempo)
         heads = [[tok.bos, tok.ids[f"TEMPO_{tempo}"]] for _ in range(n)]
         bodies: list[list[list[int]]] = [[] for _ in range(n)]  # per variation, per bar
@@ -230,7 +237,7 @@ class Generator:
                 grammars.append(g)
             room = self.bundle.model.config.n_positions - max(len(p) for p in prompts)
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
-                          generator, temperature, top_k, top_p, room)
+                          generator, temperature, top_k, top_p, room, style_strength=strength)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]

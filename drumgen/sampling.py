@@ -82,7 +82,7 @@ class FastDecoder:
         self.head_out = model.lm_head.weight.T
 
     def start(self, ids: torch.Tensor, attn: torch.Tensor, style_ids: torch.Tensor,
-              max_len: int) -> torch.Tensor:
+              max_len: int, style_strength: float = 1.0) -> torch.Tensor:
         """Run the left-padded prompt; returns the last position's logits."""
         n, width = ids.shape
         hd = self.t.wte.weight.shape[1] // self.heads
@@ -93,7 +93,7 @@ class FastDecoder:
         self.valid = torch.zeros((n, max_len), dtype=torch.bool, device=device)
         self.valid[:, :width] = attn.bool()
         self.pos = (attn.cumsum(-1) - 1).clamp(min=0)
-        self.style = self.model.style_proj(self.model.style_emb(style_ids))[:, None, :]
+        self.style = self.model.style_vector(style_ids, style_strength)[:, None, :]
         self.length = 0
         # Masks only when prompts are padded: SDPA's unmasked path is the fast one on CPU.
         self.padded = bool((attn == 0).any())
@@ -152,12 +152,13 @@ def masks(grammars: list[Grammar], device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
            generator: torch.Generator, temperature: float, top_k: int, top_p: float,
-           max_new: int, engine: str = "fast") -> list[list[int]]:
+           max_new: int, engine: str = "fast", style_strength: float = 1.0) -> list[list[int]]:
     """Extend each prompt until its grammar reaches EOS; returns the new tokens of each.
 
     Prompts may differ in length: they are left-padded, with an attention mask and positions
     that start at each prompt's first real token. `engine` is "fast" (`FastDecoder`), "hf"
-    (the Hugging Face forward with its KV cache) or "naive" (the whole sequence every step)."""
+    (the Hugging Face forward with its KV cache) or "naive" (the whole sequence every step).
+    `style_strength`: see `DrumGPT.style_vector`."""
     device = next(model.parameters()).device
     n = len(prompts)
     width = max(len(p) for p in prompts)
@@ -174,7 +175,7 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     out = [[] for _ in range(n)]
     for step in range(max_new):
         if fast is not None and step == 0:
-            logits = fast.start(ids, attn, styles, width + max_new).float()
+            logits = fast.start(ids, attn, styles, width + max_new, style_strength).float()
             live = torch.arange(n, device=device)
         elif fast is not None:
             # finished rows stop costing compute; they still draw (PAD) in `draw` below,
@@ -188,12 +189,14 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             logits[live] = fast.step(step_ids[live]).float()
         elif engine == "hf":
             result = model(input_ids=step_ids, style_ids=styles, attention_mask=attn,
-                           position_ids=step_pos, past_key_values=past, use_cache=True)
+                           position_ids=step_pos, past_key_values=past, use_cache=True,
+                           style_strength=style_strength)
             past = result.past_key_values
             logits = result.logits[:, -1].float()
         else:
             logits = model(input_ids=ids, style_ids=styles, attention_mask=attn,
-                           position_ids=positions, use_cache=False).logits[:, -1].float()
+                           position_ids=positions, use_cache=False,
+                           style_strength=style_strength).logits[:, -1].float()
         logits = logits.masked_fill(~masks(grammars, device), float("-inf"))
         probs = warp(logits, temperature, top_k, top_p).softmax(-1)
         nxt = draw(probs, generator)

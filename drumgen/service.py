@@ -18,7 +18,7 @@ from pathlib import Path
 from . import presets as presets_mod
 from .archive import safe_extract
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
-from .model import FILES
+from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES
 from .render import Renderer, RenderError, encode
 
@@ -93,6 +93,11 @@ def model_path(name: str | None) -> Path:
     if name not in known:
         raise RequestError(f"model: unknown model {name!r}; available: {', '.join(known)}")
     return known[name]
+
+
+def sampling_defaults(model: str | None = None) -> GenerationDefaults:
+    """A model's saved generation defaults (read from its folder, without loading it)."""
+    return read_defaults(model_path(model))
 
 
 def style_choices(model: str | None = None) -> list[str]:
@@ -175,7 +180,8 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
     info = (f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
             f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
             f"temperature {first.settings['temperature']:g}, top-k {first.settings['top_k']}, "
-            f"top-p {first.settings['top_p']:g}, density {request.density}, fill "
+            f"top-p {first.settings['top_p']:g}, style strength "
+            f"{first.settings['style_strength']:g}, density {request.density}, fill "
             f"{'on' if request.fill else 'off'}, swing {first.settings['feel'].swing:g}%, "
             f"humanize {first.settings['feel'].humanize:g}, kit {used}, MIDI {midi_layout}  \n"
             f"generated in {gen_s * 1000:.0f} ms, rendered in {render_s * 1000:.0f} ms")

@@ -26,7 +26,8 @@ def gen(shipped) -> Generator:
     return Generator.load(shipped, device="cpu")
 
 
-def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4):
+def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4,
+            strength: float = 1.0):
     tok = gen.tokenizer
     prompts = [[tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]] * n
     grammars = []
@@ -36,7 +37,7 @@ def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4):
             g.advance(t)
         grammars.append(g)
     return sample(gen.bundle.model, prompts, 1, grammars, torch.Generator().manual_seed(seed),
-                  1.0, 0, 0.95, 400, engine=engine)
+                  1.0, 0, 0.95, 400, engine=engine, style_strength=strength)
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
@@ -46,6 +47,35 @@ def test_cached_decoding_matches_uncached(gen, seed):
     naive = _sample(gen, "naive", seed)
     assert _sample(gen, "fast", seed) == naive
     assert _sample(gen, "hf", seed) == naive
+
+
+@pytest.mark.parametrize("strength", [0.0, 2.5])
+def test_engines_agree_on_style_strength(gen, strength):
+    """Every engine applies the same style vector; and the strength changes the groove."""
+    naive = _sample(gen, "naive", 5, strength=strength)
+    assert _sample(gen, "fast", 5, strength=strength) == naive
+    assert _sample(gen, "hf", 5, strength=strength) == naive
+    assert naive != _sample(gen, "naive", 5)
+
+
+def test_style_strength_moves_the_style_vector_along_its_offset_from_the_centre(gen):
+    model = gen.bundle.model
+    ids = torch.arange(len(gen.styles))
+    with torch.no_grad():
+        plain = model.style_vector(ids)
+        centre = plain.mean(0)  # the projection is linear, so the centre of the vectors
+        assert torch.allclose(model.style_vector(ids, 0.0), centre.expand_as(plain), atol=1e-6)
+        assert torch.allclose(model.style_vector(ids, 1.5), centre + 1.5 * (plain - centre),
+                              atol=1e-5)
+        assert torch.equal(model.style_vector(ids, 1.0), plain)
+
+
+def test_style_strength_default_comes_from_the_model_and_requests_override_it(gen):
+    request = Request(style="rock", seed=3)
+    assert gen.generate(request)[0].settings["style_strength"] == \
+        gen.bundle.defaults.style_strength
+    assert gen.generate(Request(style="rock", seed=3, style_strength=0.5))[0].settings[
+        "style_strength"] == 0.5
 
 
 def test_cached_decoding_matches_uncached_with_padded_prompts(gen):
@@ -185,6 +215,7 @@ def test_prime_continues_user_midi(gen, gmd):
     ("bars", 0, "bars"), ("bars", 17, "bars"), ("bars", 2.5, "bars"), ("tempo", 39, "tempo"),
     ("tempo", 301, "tempo"), ("tempo", float("nan"), "tempo"), ("temperature", 0, "temperature"),
     ("temperature", 5, "temperature"), ("top_k", -1, "top_k"), ("top_p", 1.5, "top_p"),
+    ("style_strength", -0.1, "style_strength"), ("style_strength", 3.5, "style_strength"),
     ("seed", -1, "seed"), ("variations", 0, "variations"), ("variations", 9, "variations"),
     ("swing", 40, "swing"), ("humanize", 2, "humanize"), ("density", "huge", "density"),
     ("density", 0, "density"), ("fill", "yes", "fill"), ("style", "", "style"),
