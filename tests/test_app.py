@@ -10,6 +10,7 @@ import stat
 import tempfile
 import time
 import zipfile
+from dataclasses import asdict
 from pathlib import Path
 from xml.etree import ElementTree
 
@@ -19,6 +20,8 @@ import pytest
 import soundfile
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
+
+from drumgen.model import read_defaults
 
 pytestmark = pytest.mark.slow
 
@@ -138,6 +141,23 @@ def test_variations(client):
     assert take["visible"] is True and len(take["choices"]) == 3
 
 
+def test_sampling_parameters_default_to_the_models_and_style_strength_applies(client, shipped):
+    """Left out, temperature, top_k, top_p and style_strength take the shipped model's saved
+    defaults (the page's sliders start there); a style strength sent is the one used."""
+    defaults = asdict(read_defaults(shipped))
+    params = {p["parameter_name"]: p for p in
+              client.view_api(print_info=False, return_format="dict")["named_endpoints"][
+                  "/generate"]["parameters"]}
+    for name in ("temperature", "top_k", "top_p", "style_strength"):
+        assert params[name]["parameter_default"] == defaults[name], name
+    plain = client.submit(style="funk", seed=7, api_name="/generate").result(
+        timeout=CALL_TIMEOUT_S)
+    assert f"style strength {defaults['style_strength']:g}," in plain[5]
+    flat = generate(client, style_strength=0)
+    assert "style strength 0," in flat[5]
+    assert Path(flat[2]).read_bytes() != Path(generate(client)[2]).read_bytes()
+
+
 def test_a_producer_preset(client):
     audio, _, midi, wav, files, info, _ = generate(client, style="J Dilla", tempo=88)
     assert "J Dilla" in info
@@ -168,7 +188,7 @@ BAD_INPUTS = [
     (dict(style="polka"), "style"), (dict(density="huge"), "density"),
     (dict(density="0"), "density"), (dict(swing=90), "swing"), (dict(humanize=3), "humanize"),
     (dict(midi_layout="abc"), "midi_layout"), (dict(model="no-such-model"), "model"),
-    (dict(kit="cowbell"), "kit"),
+    (dict(kit="cowbell"), "kit"), (dict(style_strength=3.5), "style_strength"),
 ]
 BAD_PRIMES = {
     "corrupt": b"MThd\x00\x00\x00\x06\x00\x01\x00\x02\x01\xe0MTrk\x00\x00\xff\xff garbage",
