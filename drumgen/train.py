@@ -307,7 +307,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
                     1, int((budget_s - elapsed) / per_step)))
                 state["total"] = plan["total"]
             emit({"event": "step", "step": state["step"], "epoch": state["epoch"],
-                  "loss": float(loss), "lr": lr_at(state["step"] - 1), "total": plan["total"],
+                  "loss": loss.item(), "lr": lr_at(state["step"] - 1), "total": plan["total"],
                   "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),
                   "elapsed": elapsed})
             if cfg.eval_every and state["step"] % cfg.eval_every == 0:
