@@ -8,6 +8,7 @@ Debian's chromium, and without it this test fails rather than skips.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 
@@ -15,6 +16,8 @@ import apputil
 import mido
 import pytest
 from apputil import CHROMIUM, CHROMIUM_ARGS
+
+from drumgen.model import read_defaults
 
 pytestmark = pytest.mark.slow
 
@@ -103,3 +106,40 @@ def test_variations_list_every_take_in_the_browser(app):
                 assert page.locator(f"a[download][href*='_v{v}'][href$='.ogg']").count() >= 1
         finally:
             browser.close()
+
+
+def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
+    """The More section's sampling sliders follow the chosen model's generation.json."""
+    from playwright.sync_api import expect, sync_playwright
+
+    folder = app.user_models / "browser-defaults"
+    shutil.copytree(apputil.ROOT / "models" / "drumgen-small", folder,
+                    ignore=shutil.ignore_patterns("README.md"))
+    (folder / "generation.json").write_text(json.dumps(
+        {"temperature": 0.7, "top_k": 20, "top_p": 0.9, "style_strength": 1.2, "extra": {}}))
+    shipped = read_defaults(apputil.ROOT / "models" / "drumgen-small")
+    sliders = {"Temperature": (shipped.temperature, 0.7),
+               "Top-k (0 = off)": (shipped.top_k, 20), "Top-p": (shipped.top_p, 0.9),
+               "Style strength": (shipped.style_strength, 1.2)}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            try:
+                page = browser.new_page(viewport={"width": 1400, "height": 1000})
+                page.set_default_timeout(TIMEOUT_MS)
+                page.goto(app.url)
+                page.get_by_text("More", exact=True).first.click()
+                def values() -> dict[str, float]:
+                    return {name: float(page.get_by_role("spinbutton", name=name).input_value())
+                            for name in sliders}
+                assert values() == {k: v[0] for k, v in sliders.items()}
+                model = page.get_by_role("combobox", name="Model")  # takes a typed name
+                model.fill("browser-defaults")
+                model.press("Enter")
+                expect(page.get_by_role("spinbutton", name="Style strength")).to_have_value(
+                    "1.2", timeout=TIMEOUT_MS)
+                assert values() == {k: v[1] for k, v in sliders.items()}
+            finally:
+                browser.close()
+    finally:
+        shutil.rmtree(folder)
