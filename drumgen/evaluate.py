@@ -148,6 +148,9 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
     clf = train_classifier(x, y, len(styles), seed)
 
     rows, valid, total = [], 0, 0
+    d = gen.bundle.defaults
+    sampling = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
+                "style_strength": d.style_strength if style_strength is None else style_strength}
     rng = random.Random(seed)
     for style in styles:
         made = []
@@ -157,7 +160,6 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
                               40, 300)), seed=rng.randrange(2**31), variations=min(8, per_style
                               - len(made)), style_strength=style_strength)
             for groove in gen.generate(request):
-                settings = groove.settings
                 total += 1
                 valid += not gen.tokenizer.check(groove.tokens, bars=bars)
                 made.append(groove.raw)
@@ -176,8 +178,7 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
     return {"model": str(gen.bundle.path), "val_nll": nll, "perplexity": math.exp(nll),
             "val_examples": len(val_examples), "validity": valid / max(1, total),
             "generated": total, "rows": rows, "bars": bars,
-            "sampling": {k: settings[k] for k in ("temperature", "top_k", "top_p",
-                                                  "style_strength")}}
+            "sampling": sampling}
 
 
 def format_report(report: dict) -> str:
