@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 
 import apputil
 import mido
@@ -33,8 +34,9 @@ def app(tmp_path_factory):
         yield running
 
 
-def test_generate_listen_download_in_the_browser(app, tmp_path):
-    shot = tmp_path / "screenshot.png"
+@contextmanager
+def _page(app, **options):
+    """A Chromium page on the app, closed afterwards."""
     assert CHROMIUM.is_file(), (f"Debian's Chromium is missing at {CHROMIUM}: run `make test` "
                                 "(it installs it) or `apt-get install chromium`")
     from playwright.sync_api import sync_playwright
@@ -42,35 +44,40 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000},
-                                    accept_downloads=True)
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, **options)
             page.set_default_timeout(TIMEOUT_MS)
             page.goto(app.url)
-            page.get_by_role("button", name="Generate", exact=True).click()
-
-            # the player is ready when its download link is there (the <audio> stays hidden)
-            midi_link = page.locator("a[download][href$='.mid']").first
-            midi_link.wait_for(state="visible")
-            page.locator("a[download][href$='.ogg']").first.wait_for(state="visible")
-            page.locator("a[download][href$='.wav']").first.wait_for(state="visible")
-            grid = page.locator("#drum-grid svg")
-            grid.wait_for(state="visible")
-            box = grid.bounding_box()
-            assert box and box["width"] > 300 and box["height"] > 100, box
-            assert grid.locator("circle").count() > 0
-            page.get_by_text("seed 7", exact=False).first.wait_for(state="visible")
-
-            with page.expect_download() as download_info:
-                midi_link.click()
-            download = download_info.value
-            assert download.suggested_filename.endswith(".mid")
-            midi_path = tmp_path / download.suggested_filename
-            download.save_as(midi_path)
-
-            page.wait_for_timeout(500)  # let the waveform finish drawing
-            page.screenshot(path=str(shot), full_page=True)
+            yield page
         finally:
             browser.close()
+
+
+def test_generate_listen_download_in_the_browser(app, tmp_path):
+    shot = tmp_path / "screenshot.png"
+    with _page(app, accept_downloads=True) as page:
+        page.get_by_role("button", name="Generate", exact=True).click()
+
+        # the player is ready when its download link is there (the <audio> stays hidden)
+        midi_link = page.locator("a[download][href$='.mid']").first
+        midi_link.wait_for(state="visible")
+        page.locator("a[download][href$='.ogg']").first.wait_for(state="visible")
+        page.locator("a[download][href$='.wav']").first.wait_for(state="visible")
+        grid = page.locator("#drum-grid svg")
+        grid.wait_for(state="visible")
+        box = grid.bounding_box()
+        assert box and box["width"] > 300 and box["height"] > 100, box
+        assert grid.locator("circle").count() > 0
+        page.get_by_text("seed 7", exact=False).first.wait_for(state="visible")
+
+        with page.expect_download() as download_info:
+            midi_link.click()
+        download = download_info.value
+        assert download.suggested_filename.endswith(".mid")
+        midi_path = tmp_path / download.suggested_filename
+        download.save_as(midi_path)
+
+        page.wait_for_timeout(500)  # let the waveform finish drawing
+        page.screenshot(path=str(shot), full_page=True)
 
     mid = mido.MidiFile(midi_path)
     assert apputil.midi_end_tick(mid) == 4 * 4 * mid.ticks_per_beat  # exactly 4 bars of 4/4
@@ -85,32 +92,23 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
 def test_variations_list_every_take_in_the_browser(app):
     """The "All variations" list is hidden for one take, and lists every take's files once
     Variations is above 1."""
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app.url)
-            listing = page.get_by_text("All variations", exact=True)
-            assert listing.count() == 0 or not listing.first.is_visible()
-            count = page.get_by_role("spinbutton", name="Variations")
-            count.fill("3")
-            count.press("Enter")
-            listing.first.wait_for(state="visible")
-            page.get_by_role("button", name="Generate", exact=True).click()
-            takes = page.locator("a[download][href*='_v3'][href$='.mid']")
-            takes.first.wait_for(state="attached")
-            for v in (1, 2, 3):
-                assert page.locator(f"a[download][href*='_v{v}'][href$='.ogg']").count() >= 1
-        finally:
-            browser.close()
+    with _page(app) as page:
+        listing = page.get_by_text("All variations", exact=True)
+        assert listing.count() == 0 or not listing.first.is_visible()
+        count = page.get_by_role("spinbutton", name="Variations")
+        count.fill("3")
+        count.press("Enter")
+        listing.first.wait_for(state="visible")
+        page.get_by_role("button", name="Generate", exact=True).click()
+        takes = page.locator("a[download][href*='_v3'][href$='.mid']")
+        takes.first.wait_for(state="attached")
+        for v in (1, 2, 3):
+            assert page.locator(f"a[download][href*='_v{v}'][href$='.ogg']").count() >= 1
 
 
 def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
     """The More section's sampling sliders follow the chosen model's generation.json."""
-    from playwright.sync_api import expect, sync_playwright
+    from playwright.sync_api import expect
 
     folder = app.user_models / "browser-defaults"
     shutil.copytree(apputil.ROOT / "models" / "drumgen-small", folder,
@@ -122,24 +120,19 @@ def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
                "Top-k (0 = off)": (shipped.top_k, 20), "Top-p": (shipped.top_p, 0.9),
                "Style strength": (shipped.style_strength, 1.2)}
     try:
-        with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(TIMEOUT_MS)
-                page.goto(app.url)
-                page.get_by_text("More", exact=True).first.click()
-                def values() -> dict[str, float]:
-                    return {name: float(page.get_by_role("spinbutton", name=name).input_value())
-                            for name in sliders}
-                assert values() == {k: v[0] for k, v in sliders.items()}
-                model = page.get_by_role("combobox", name="Model")  # takes a typed name
-                model.fill("browser-defaults")
-                model.press("Enter")
-                expect(page.get_by_role("spinbutton", name="Style strength")).to_have_value(
-                    "1.2", timeout=TIMEOUT_MS)
-                assert values() == {k: v[1] for k, v in sliders.items()}
-            finally:
-                browser.close()
+        with _page(app) as page:
+            page.get_by_text("More", exact=True).first.click()
+
+            def values() -> dict[str, float]:
+                return {name: float(page.get_by_role("spinbutton", name=name).input_value())
+                        for name in sliders}
+
+            assert values() == {k: v[0] for k, v in sliders.items()}
+            model = page.get_by_role("combobox", name="Model")  # takes a typed name
+            model.fill("browser-defaults")
+            model.press("Enter")
+            expect(page.get_by_role("spinbutton", name="Style strength")).to_have_value(
+                "1.2", timeout=TIMEOUT_MS)
+            assert values() == {k: v[1] for k, v in sliders.items()}
     finally:
         shutil.rmtree(folder)
