@@ -345,6 +345,7 @@ def build() -> gr.Blocks:
                                      interactive=False, buttons=["download"])
                     take = gr.Radio([], label="Variation", visible=False)
                     # SVG text: drawn in milliseconds, sharp at any width, a tooltip per hit
+                    # (js_on_load=None: no click listener, the grid sends no events)
                     plot = gr.HTML(label="Drum grid", elem_id="drum-grid", js_on_load=None)
                     with gr.Row():
                         midi = gr.File(label="MIDI (.mid)")

@@ -59,27 +59,20 @@ def browser_click_to_audio(url: str, calls: int) -> list[float]:
     """Seconds from the click on Generate until the player holds the new groove's audio, timed
     in Debian's Chromium; empty when it or Playwright is missing."""
     try:
-        from playwright.sync_api import sync_playwright
+        import playwright  # noqa: F401
     except ImportError:
         return []
     if not apputil.CHROMIUM.is_file():
         return []
     times = []
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(apputil.CHROMIUM),
-                                     args=apputil.CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.goto(url)
-            seed = page.get_by_role("spinbutton", name="Seed", exact=True)
-            for i in range(calls + 1):  # the first is a warm-up
-                seed.fill(str(1000 + i))
-                page.wait_for_timeout(200)  # let the page take the new seed
-                ms = page.evaluate(CLICK_TO_AUDIO_JS, 1000 + i)
-                if i:
-                    times.append(ms / 1000)
-        finally:
-            browser.close()
+    with apputil.browser_page(url) as page:
+        seed = page.get_by_role("spinbutton", name="Seed", exact=True)
+        for i in range(calls + 1):  # the first is a warm-up
+            seed.fill(str(1000 + i))
+            page.wait_for_timeout(200)  # let the page take the new seed
+            ms = page.evaluate(CLICK_TO_AUDIO_JS, 1000 + i)
+            if i:
+                times.append(ms / 1000)
     return times
 
 

@@ -26,6 +26,26 @@ START_TIMEOUT_S = 90
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
+PAGE_TIMEOUT_MS = 60_000
+
+
+@contextmanager
+def browser_page(url: str, **options):
+    """A page of Debian's Chromium open at `url`, closed afterwards; `options` go to
+    `new_page` (the viewport is 1400 x 1000)."""
+    assert CHROMIUM.is_file(), (f"Debian's Chromium is missing at {CHROMIUM}: run `make test` "
+                                "(it installs it) or `apt-get install chromium`")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 1000}, **options)
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
 
 
 def free_port() -> int:

@@ -11,12 +11,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from contextlib import contextmanager
 
 import apputil
 import mido
 import pytest
-from apputil import CHROMIUM, CHROMIUM_ARGS
 
 from drumgen.model import read_defaults
 
@@ -25,7 +23,6 @@ pytestmark = pytest.mark.slow
 # The README's picture is refreshed only on request (DRUMGEN_UPDATE_SCREENSHOT=1), so a test
 # run never changes a tracked file.
 README_SHOT = apputil.ROOT / "docs" / "screenshot.png"
-TIMEOUT_MS = 60_000
 
 
 @pytest.fixture(scope="session")
@@ -34,27 +31,9 @@ def app(tmp_path_factory):
         yield running
 
 
-@contextmanager
-def _page(app, **options):
-    """A Chromium page on the app, closed afterwards."""
-    assert CHROMIUM.is_file(), (f"Debian's Chromium is missing at {CHROMIUM}: run `make test` "
-                                "(it installs it) or `apt-get install chromium`")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, **options)
-            page.set_default_timeout(TIMEOUT_MS)
-            page.goto(app.url)
-            yield page
-        finally:
-            browser.close()
-
-
 def test_generate_listen_download_in_the_browser(app, tmp_path):
     shot = tmp_path / "screenshot.png"
-    with _page(app, accept_downloads=True) as page:
+    with apputil.browser_page(app.url, accept_downloads=True) as page:
         page.get_by_role("button", name="Generate", exact=True).click()
 
         # the player is ready when its download link is there (the <audio> stays hidden)
@@ -92,7 +71,7 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
 def test_variations_list_every_take_in_the_browser(app):
     """The "All variations" list is hidden for one take, and lists every take's files once
     Variations is above 1."""
-    with _page(app) as page:
+    with apputil.browser_page(app.url) as page:
         listing = page.get_by_text("All variations", exact=True)
         assert listing.count() == 0 or not listing.first.is_visible()
         count = page.get_by_role("spinbutton", name="Variations")
@@ -120,7 +99,7 @@ def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
                "Top-k (0 = off)": (shipped.top_k, 20), "Top-p": (shipped.top_p, 0.9),
                "Style strength": (shipped.style_strength, 1.2)}
     try:
-        with _page(app) as page:
+        with apputil.browser_page(app.url) as page:
             page.get_by_text("More", exact=True).first.click()
 
             def values() -> dict[str, float]:
@@ -132,7 +111,7 @@ def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
             model.fill("browser-defaults")
             model.press("Enter")
             expect(page.get_by_role("spinbutton", name="Style strength")).to_have_value(
-                "1.2", timeout=TIMEOUT_MS)
+                "1.2", timeout=apputil.PAGE_TIMEOUT_MS)
             assert values() == {k: v[1] for k, v in sliders.items()}
     finally:
         shutil.rmtree(folder)
