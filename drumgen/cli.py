@@ -1,4 +1,5 @@
-"""`python -m drumgen ...`: generate, train, evaluate, roundtrip, data fetch|stats."""
+"""`python -m drumgen ...`: generate, train, evaluate, fit-velocities, roundtrip, data
+fetch|stats."""
 
 from __future__ import annotations
 
@@ -98,6 +99,17 @@ def cmd_evaluate(args) -> None:
     print(format_report(report))
 
 
+def cmd_fit_velocities(args) -> None:
+    from .constants import DRUMS
+    from .train import fit_velocity_table
+    fit = fit_velocity_table(args.model, _resolve_data(args.data))
+    print(f"wrote {Path(args.model) / 'velocities.json'} from {fit['hits']:,} training hits")
+    for drum, row in zip(DRUMS, fit["table"], strict=True):
+        print(f"  {drum:<14} " + " ".join(f"{v:3d}" for v in row))
+    print(f"mean velocity of those hits {fit['velocity_mean']:.1f}; decoded with bin centres "
+          f"{fit['centres_mean']:.1f}, with the table {fit['table_mean']:.1f}")
+
+
 def cmd_roundtrip(args) -> None:
     from .fidelity import roundtrip
     from .pattern import Pattern
@@ -190,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--style-strength", type=float, default=None,
                    help="generate with this style strength (default: the model's)")
     e.set_defaults(func=cmd_evaluate)
+
+    v = sub.add_parser("fit-velocities", help="fit a model's velocity table (what each "
+                       "velocity bin plays as) to a data folder's training split")
+    v.add_argument("--model", required=True, type=Path)
+    _data_arg(v)
+    v.set_defaults(func=cmd_fit_velocities)
 
     r = sub.add_parser("roundtrip", help="encode and decode one MIDI file")
     r.add_argument("input", type=Path)

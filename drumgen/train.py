@@ -28,7 +28,7 @@ from . import model as model_mod
 from .constants import GMD_STYLES
 from .model import Bundle, GenerationDefaults
 from .pattern import atomic_write_bytes
-from .tokenizer import Tokenizer
+from .tokenizer import Tokenizer, velocity_bin
 
 
 @dataclass
@@ -125,8 +125,11 @@ def evaluate_loss(model, examples: list, pad: int, batch_size: int = 32,
 
 
 def prepare_data(data_dir: str | os.PathLike, tok: Tokenizer, styles: list[str] | None,
-                 cfg: TrainConfig, callback: Callback | None = None):
-    """Examples for training and validation, and the style list (extended with new styles)."""
+                 cfg: TrainConfig, callback: Callback | None = None,
+                 fit_velocities: bool = False):
+    """Examples for training and validation, and the style list (extended with new styles).
+
+    `fit_velocities` also fits `tok`'s velocity table to the training hits (a new model)."""
     dataset = data_mod.load(data_dir)
     skipped = list(dataset.skipped)
     def progress(i: int) -> None:
@@ -139,10 +142,33 @@ def prepare_data(data_dir: str | os.PathLike, tok: Tokenizer, styles: list[str] 
     styles += sorted({r.style for r, _ in pairs} - set(styles))
     train_pairs = [(r, p) for r, p in pairs if r.split == "train"]
     val_pairs = [(r, p) for r, p in pairs if r.split == "validation"] or train_pairs[-1:]
+    if fit_velocities:
+        tok.fit_velocities(p for _, p in train_pairs)
     make = lambda ps: data_mod.examples(ps, tok, styles, cfg.window_bars, cfg.window_stride)  # noqa: E731
     val = make(val_pairs)
     random.Random(cfg.seed).shuffle(val)
     return make(train_pairs), val[: cfg.max_val_examples], styles, skipped
+
+
+def fit_velocity_table(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
+    """Fit a saved model's velocity table (`Tokenizer.fit_velocities`) to the training split of
+    `data_dir` and save it into the folder; for models trained before the table existed.
+    Returns the mean velocity of those hits, decoded with bin centres and with the table."""
+    folder = Path(model_dir)
+    bundle = model_mod.load(folder)  # checks the whole folder first
+    dataset = data_mod.load(data_dir)
+    pairs = [(r, p) for r, p in data_mod.read_patterns(dataset.records, [])
+             if r.split == "train"]
+    if not pairs:
+        raise ValueError(f"no usable training MIDI in {data_dir}")
+    hits = [h for _, p in pairs for h in p.hits]
+    centres = Tokenizer(bundle.tokenizer.vocab)
+    tok = Tokenizer(bundle.tokenizer.vocab).fit_velocities(p for _, p in pairs)
+    tok.save(folder)
+    def mean(table: Tokenizer) -> float:
+        return sum(table.velocities[h.drum][velocity_bin(h.velocity)] for h in hits) / len(hits)
+    return {"hits": len(hits), "velocity_mean": sum(h.velocity for h in hits) / len(hits),
+            "centres_mean": mean(centres), "table_mean": mean(tok), "table": tok.velocities}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -211,7 +237,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     base = model_mod.load(source) if source else None
     tok = base.tokenizer if base else Tokenizer()
     base_styles = base.styles if base else list(GMD_STYLES)
-    train_ex, val_ex, styles, skipped = prepare_data(data_dir, tok, base_styles, cfg, emit)
+    # a fine-tuned model keeps the velocity table its hit tokens were learned with
+    train_ex, val_ex, styles, skipped = prepare_data(data_dir, tok, base_styles, cfg, emit,
+                                                     fit_velocities=base is None)
     if not train_ex:
         raise ValueError("no training examples: every file was skipped or empty")
     if base:

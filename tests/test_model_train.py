@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from drumgen import data as data_mod
 from drumgen import model as model_mod
 from drumgen.data import Example
 from drumgen.model import ModelError
@@ -30,7 +32,8 @@ def test_save_load_roundtrip(tmp_path):
     bundle = model_mod.Bundle(model, tok, ["a", "b", "c", "d", "e"],
                               model_mod.GenerationDefaults(temperature=0.8))
     model_mod.save(bundle, tmp_path / "m")
-    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(model_mod.FILES)
+    assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
+        (*model_mod.FILES, "velocities.json"))
     loaded = model_mod.load(tmp_path / "m")
     assert loaded.styles == bundle.styles
     assert loaded.tokenizer.vocab == tok.vocab
@@ -55,12 +58,13 @@ def test_style_embedding_reaches_every_position():
 
 
 @pytest.mark.parametrize("damage", ["missing_weights", "corrupt_weights", "corrupt_json",
-                                    "wrong_styles", "not_a_folder"])
+                                    "wrong_styles", "bad_velocities", "not_a_folder"])
 def test_corrupt_model_folder_gives_clear_error(tmp_path, debug_model, damage):
     folder = tmp_path / "m"
     shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
     expected = {"missing_weights": "model.safetensors", "corrupt_weights": "weights",
                 "corrupt_json": "corrupt", "wrong_styles": "does not match",
+                "bad_velocities": "velocities.json: drum 0, bin 0 holds 200",
                 "not_a_folder": "no model folder"}[damage]
     if damage == "missing_weights":
         (folder / "model.safetensors").unlink()
@@ -70,6 +74,8 @@ def test_corrupt_model_folder_gives_clear_error(tmp_path, debug_model, damage):
         (folder / "styles.json").write_text("{not json")
     elif damage == "wrong_styles":
         (folder / "styles.json").write_text(json.dumps(["only_one"]))
+    elif damage == "bad_velocities":
+        (folder / "velocities.json").write_text(json.dumps([[200] * 8] * 9))
     else:
         folder = tmp_path / "nothing"
     with pytest.raises(ModelError, match=expected):
@@ -93,6 +99,8 @@ def test_training_lowers_loss_and_writes_checkpoints(tmp_path, small_gmd):
     assert (tmp_path / "run" / "train_config.json").is_file()
     best = model_mod.load(tmp_path / "run")  # the best model sits at the top level
     assert best.styles[:3] == ["rock", "funk", "jazz"]
+    # a new model's velocity bins decode to its training hits' means, not the bin centres
+    assert best.tokenizer.velocities != Tokenizer().velocities
     lrs = [e["lr"] for e in steps]
     assert max(lrs) == pytest.approx(3e-3, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]
 
@@ -109,6 +117,28 @@ def test_resume_continues_from_saved_step(tmp_path, small_gmd):
     assert steps[0] == first["step"] + 1
     assert second["step"] == 2 * first["step"]
     assert any("resumed" in e.get("message", "") for e in events)
+
+
+def test_cli_fit_velocities_gives_an_older_model_its_table(tmp_path, debug_model, small_gmd):
+    folder = tmp_path / "old"
+    shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    trained = model_mod.load(folder).tokenizer.velocities
+    (folder / "velocities.json").unlink()  # as saved before the table existed
+    assert model_mod.load(folder).tokenizer.velocities == Tokenizer().velocities
+    result = subprocess.run([sys.executable, "-m", "drumgen", "fit-velocities", "--model",
+                             str(folder), "--data", str(small_gmd)], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    # the same training split gives the table training wrote
+    assert model_mod.load(folder).tokenizer.velocities == trained
+    means = re.search(r"mean velocity of those hits ([\d.]+); decoded with bin centres "
+                      r"([\d.]+), with the table ([\d.]+)", result.stdout)
+    real, centres, table = map(float, means.groups())
+    assert abs(table - real) < 0.2 < abs(centres - real), result.stdout
+    bad = subprocess.run([sys.executable, "-m", "drumgen", "fit-velocities", "--model",
+                          str(tmp_path / "nowhere"), "--data", str(small_gmd)], cwd=ROOT,
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and "no model folder" in bad.stderr
 
 
 def test_resume_without_checkpoint_is_an_error(tmp_path, small_gmd):
@@ -138,6 +168,12 @@ def test_fine_tune_adds_a_style(tmp_path, debug_model, gmd):
     assert after.styles[-1] == "mydilla"
     assert after.model.config.n_styles == len(before.styles) + 1
     assert after.tokenizer.vocab == before.tokenizer.vocab
+    # the hit tokens keep the velocities they were learned with; a refit on these 6 files of
+    # one drummer would change the table
+    assert after.tokenizer.velocities == before.tokenizer.velocities
+    refit = Tokenizer().fit_velocities(p for _, p in data_mod.read_patterns(
+        data_mod.load(data).records, []))
+    assert refit.velocities != before.tokenizer.velocities
     # the new row started at the mean of the old rows and has moved only a little
     assert torch.dist(after.model.style_emb.weight[-1], mean_row) < mean_row.norm()
     from drumgen.generate import Generator, Request

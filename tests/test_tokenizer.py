@@ -132,6 +132,41 @@ def test_velocity_and_shift_bins_invert_within_half_a_bin():
     assert shift_bin(-0.5) == 0 and shift_bin(0.4999) == SHIFT_BINS - 1
 
 
+def test_fit_velocities_decodes_each_bin_to_the_mean_of_its_hits(tmp_path):
+    # snare hits at the ceiling, where drummers play: bin 7 spans 112-127, its centre is 120
+    snares = [Hit(0, s, 1, v) for s, v in enumerate((127, 127, 121))]
+    kicks = [Hit(0, 4, 0, 60), Hit(0, 8, 0, 62)]
+    pattern = Pattern(snares + kicks, 1, 120)
+    tok = Tokenizer().fit_velocities([pattern])
+    assert tok.velocities[1][7] == 125 and tok.velocities[0][velocity_bin(60)] == 61
+    centres = [bin_velocity(b) for b in range(VELOCITY_BINS)]
+    assert tok.velocities[2] == centres  # no closed-hat hits: every bin keeps its centre
+    assert tok.velocities[1][:7] == centres[:7]
+    decoded = tok.decode(tok.encode(pattern))
+    assert [h.velocity for h in decoded.hits if h.drum == 1] == [125, 125, 125]
+    assert [h.velocity for h in decoded.hits if h.drum == 0] == [61, 61]
+    assert [h.velocity for h in Tokenizer().decode(tok.encode(pattern)).hits
+            if h.drum == 1] == [120, 120, 120]
+    tok.save(tmp_path)
+    assert Tokenizer.load(tmp_path).velocities == tok.velocities
+    (tmp_path / "velocities.json").unlink()  # a folder saved before the table existed
+    assert Tokenizer.load(tmp_path).velocities == [centres] * len(tok.velocities)
+
+
+@pytest.mark.parametrize("table, message", [
+    ([[1] * VELOCITY_BINS], "9 rows of 8"),
+    ([[bin_velocity(b) for b in range(VELOCITY_BINS)]] * 8 + [[8] * VELOCITY_BINS],
+     "drum 8, bin 1 holds 8"),
+    ([[bin_velocity(b) for b in range(VELOCITY_BINS - 1)] + [128]] * 9, "bin 7 holds 128"),
+    ([[bin_velocity(b) for b in range(VELOCITY_BINS - 1)] + [120.5]] * 9, "holds 120.5"),
+])
+def test_a_bad_velocity_table_is_refused(tmp_path, table, message):
+    Tokenizer().save(tmp_path)
+    (tmp_path / "velocities.json").write_text(json.dumps(table))
+    with pytest.raises(ValueError, match=re.escape(message)):
+        Tokenizer.load(tmp_path)
+
+
 def test_flams_survive_a_roundtrip(tok, tmp_path):
     hits = [Hit(0, 0, 0, 110, 0.0), Hit(0, 4, 1, 50, -0.3), Hit(0, 4, 1, 115, 0.2),
             Hit(1, 12, 1, 70, -0.05), Hit(1, 12, 1, 72, 0.05)]
@@ -318,7 +353,8 @@ def test_vocabulary_saves_and_loads(tok, tmp_path):
     assert loaded.vocab == tok.vocab and loaded.ids == tok.ids
     pattern = Pattern([Hit(0, 0, 0, 100), Hit(0, 6, 3, 40, 0.2)], 1, 120)
     assert loaded.encode(pattern) == tok.encode(pattern)
-    assert [p.name for p in tmp_path.iterdir()] == ["vocab.json"]  # atomic: no temp file
+    # atomic: no temp file
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["velocities.json", "vocab.json"]
 
 
 def test_appending_a_token_keeps_existing_ids(tok, tmp_path):
