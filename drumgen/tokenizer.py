@@ -16,8 +16,9 @@ appending a token kind later leaves saved models working.
 A velocity bin decodes to one velocity per drum: by default the bin's centre, and for a trained
 model the mean velocity of that drum's training hits in that bin (`fit_velocities`, saved as
 `velocities.json`). Centres lose loudness: the top bin holds 112-127 but GMD's hits in it
-average 124-126, because drummers hit the ceiling, so decoding to centres plays every style
-1-3.5 velocity units softer than its data (measured on GMD's train split).
+average 124-126, because drummers hit the ceiling, so decoding to centres played every style
+1.2-3.5 velocity units softer than its data (mean per-bar velocity of GMD's train and
+validation grooves, style by style, before and after a round trip).
 
 The grammar is one state machine (`Grammar`) used three ways: `check` reports what is wrong
 with a sequence, `Grammar.allowed` masks the next token during generation, and `encode` only

@@ -28,7 +28,7 @@ from . import model as model_mod
 from .constants import GMD_STYLES
 from .model import Bundle, GenerationDefaults
 from .pattern import atomic_write_bytes
-from .tokenizer import Tokenizer, velocity_bin
+from .tokenizer import Tokenizer, bin_velocity, velocity_bin
 
 
 @dataclass
@@ -162,13 +162,14 @@ def fit_velocity_table(model_dir: str | os.PathLike, data_dir: str | os.PathLike
     if not pairs:
         raise ValueError(f"no usable training MIDI in {data_dir}")
     hits = [h for _, p in pairs for h in p.hits]
-    centres = Tokenizer(bundle.tokenizer.vocab)
-    tok = Tokenizer(bundle.tokenizer.vocab).fit_velocities(p for _, p in pairs)
+    tok = bundle.tokenizer.fit_velocities(p for _, p in pairs)
     tok.save(folder)
-    def mean(table: Tokenizer) -> float:
-        return sum(table.velocities[h.drum][velocity_bin(h.velocity)] for h in hits) / len(hits)
-    return {"hits": len(hits), "velocity_mean": sum(h.velocity for h in hits) / len(hits),
-            "centres_mean": mean(centres), "table_mean": mean(tok), "table": tok.velocities}
+    def mean(decoded) -> float:
+        return sum(map(decoded, hits)) / len(hits)
+    return {"hits": len(hits), "velocity_mean": mean(lambda h: h.velocity),
+            "centres_mean": mean(lambda h: bin_velocity(velocity_bin(h.velocity))),
+            "table_mean": mean(lambda h: tok.velocities[h.drum][velocity_bin(h.velocity)]),
+            "table": tok.velocities}
 
 
 # ---------------------------------------------------------------------------------------------
