@@ -49,6 +49,7 @@ def download(url: str, dest: str | os.PathLike, sha256: str | None,
         got = sha256_of(tmp)
         if sha256 and got != sha256.lower():
             raise ArchiveError(f"checksum mismatch for {url}: expected {sha256}, got {got}")
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600
         os.replace(tmp, dest)
     except OSError as exc:
         raise ArchiveError(f"could not download {url}: {exc}") from None

@@ -92,11 +92,16 @@ def cmd_train(args) -> None:
           resume=args.resume, callback=report)
 
 
-def cmd_evaluate(args) -> None:
-    from .evaluate import evaluate, format_report
+def cmd_evaluate(args) -> int:
+    from .evaluate import evaluate, format_report, report_json, target_misses
+    from .pattern import atomic_write_bytes
     report = evaluate(args.model, _resolve_data(args.data), per_style=args.per_style,
                       bars=args.bars, seed=args.seed, style_strength=args.style_strength)
     print(format_report(report))
+    if args.json:
+        atomic_write_bytes(args.json, report_json(report).encode())
+        print(f"wrote {args.json}")
+    return 1 if args.check and target_misses(report) else 0
 
 
 def cmd_fit_velocities(args) -> None:
@@ -201,6 +206,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--style-strength", type=float, default=None,
                    help="generate with this style strength (default: the model's)")
+    e.add_argument("--json", type=Path, default=None,
+                   help="also write the whole report, with the target misses, to this file")
+    e.add_argument("--check", action="store_true",
+                   help="exit with code 1 when a target is missed")
     e.set_defaults(func=cmd_evaluate)
 
     v = sub.add_parser("fit-velocities", help="fit a model's velocity table (what each "
@@ -234,9 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     from .pattern import MidiError
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (RequestError, MidiError, ModelError, ArchiveError, FileNotFoundError,
             ValueError) as exc:
         print(f"drumgen: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import random
@@ -28,6 +29,7 @@ from .train import TrainConfig, evaluate_loss
 FEATURES = ("hits", "velocity_mean", "velocity_sd", "offset_mean", "offset_sd", "syncopation",
             "drum_shares")
 MIN_VAL_GROOVES = 4  # styles with fewer real validation grooves are left out of the table
+OA_TARGET = 0.9  # generated-vs-real overlap, as a share of the real-vs-real overlap
 
 
 def bar_features(pattern: Pattern, bar: int) -> dict[str, float | list[float]]:
@@ -77,10 +79,13 @@ def train_classifier(x: np.ndarray, y: np.ndarray, classes: int, seed: int = 0,
     return clf
 
 
-def accuracy(clf, x: np.ndarray, y: np.ndarray) -> float:
+def predict(clf, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
-        pred = clf(torch.tensor(x, dtype=torch.float32)).argmax(-1).numpy()
-    return float((pred == y).mean()) if len(y) else math.nan
+        return clf(torch.tensor(x, dtype=torch.float32)).argmax(-1).numpy()
+
+
+def accuracy(clf, x: np.ndarray, y: np.ndarray) -> float:
+    return float((predict(clf, x) == y).mean()) if len(y) else math.nan
 
 
 def overlap(a: list[float], b: list[float], points: int = 256) -> float:
@@ -166,12 +171,15 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
         val_feats = [bar_features(p, b) for p in real_val[style] for b in range(p.bars)]
         train_feats = [bar_features(p, b) for p in real_train[style] for b in range(p.bars)]
         gen_feats = [bar_features(p, b) for p in made for b in range(p.bars)]
-        xv = np.stack([groove_vector(p) for p in real_val[style]])
-        xg = np.stack([groove_vector(p) for p in made])
+        pred_val = predict(clf, np.stack([groove_vector(p) for p in real_val[style]]))
+        pred_gen = predict(clf, np.stack([groove_vector(p) for p in made]))
         rows.append({
-            "style": style, "real_val_grooves": len(real_val[style]),
-            "acc_real": accuracy(clf, xv, np.full(len(xv), index[style])),
-            "acc_gen": accuracy(clf, xg, np.full(len(xg), index[style])),
+            "style": style, "real_val_grooves": len(real_val[style]), "generated": len(made),
+            "acc_real": float((pred_val == index[style]).mean()),
+            "acc_gen": float((pred_gen == index[style]).mean()),
+            # what the classifier took the generated grooves for, when not `style`
+            "confused_with": {styles[k]: int(n) for k, n in enumerate(np.bincount(
+                pred_gen, minlength=len(styles))) if n and k != index[style]},
             "oa_gen": feature_overlaps(gen_feats, val_feats),
             "oa_real": feature_overlaps(train_feats, val_feats),
         })
@@ -179,6 +187,41 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
             "val_examples": len(val_examples), "validity": valid / max(1, total),
             "generated": total, "rows": rows, "bars": bars,
             "sampling": sampling}
+
+
+def oa_ratio(row: dict) -> float:
+    """A style's generated-vs-real overlap over its real-vs-real overlap (feature means)."""
+    return float(np.nanmean(list(row["oa_gen"].values()))
+                 / np.nanmean(list(row["oa_real"].values())))
+
+
+def feature_ratio(rows: list[dict], name: str) -> float:
+    return float(np.nanmean([r["oa_gen"][name] for r in rows])
+                 / np.nanmean([r["oa_real"][name] for r in rows]))
+
+
+def target_misses(report: dict) -> list[str]:
+    """The shipped model's targets that `report` misses, in words; empty when all are met:
+    per style, classifier accuracy on generated grooves at least that on real held-out ones
+    and an overlap ratio of at least `OA_TARGET`; the same ratio for every feature over all
+    styles; every generated groove grammar-valid."""
+    misses = []
+    for r in report["rows"]:
+        if r["acc_gen"] < r["acc_real"]:
+            misses.append(f"{r['style']}: classifier accuracy {r['acc_gen']:.3f} on generated "
+                          f"grooves ({round(r['acc_gen'] * r['generated'])} of "
+                          f"{r['generated']}), under {r['acc_real']:.3f} on real ones "
+                          f"({round(r['acc_real'] * r['real_val_grooves'])} of "
+                          f"{r['real_val_grooves']})")
+        if oa_ratio(r) < OA_TARGET:
+            misses.append(f"{r['style']}: overlap ratio {oa_ratio(r):.3f}, under {OA_TARGET}")
+    for name in FEATURES:
+        if feature_ratio(report["rows"], name) < OA_TARGET:
+            misses.append(f"{name}: overlap ratio {feature_ratio(report['rows'], name):.3f}, "
+                          f"under {OA_TARGET}")
+    if report["validity"] < 1:
+        misses.append(f"grammar-valid {report['validity']:.1%} of generated grooves, not 100%")
+    return misses
 
 
 def format_report(report: dict) -> str:
@@ -190,19 +233,38 @@ def format_report(report: dict) -> str:
              + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in report["sampling"].items())
              + ").", ""]
     lines.append("| style | real val grooves | classifier acc. real | classifier acc. generated |"
-                 " OA generated / real-vs-real (mean of 7 features) |")
-    lines.append("|---|---|---|---|---|")
+                 " OA generated / real-vs-real (mean of 7 features) | generated taken for |")
+    lines.append("|---|---|---|---|---|---|")
     rows = report["rows"]
     for r in rows:
         g, c = np.nanmean(list(r["oa_gen"].values())), np.nanmean(list(r["oa_real"].values()))
+        confused = sorted(r["confused_with"].items(), key=lambda kv: -kv[1])
         lines.append(f"| {r['style']} | {r['real_val_grooves']} | {r['acc_real']:.2f} | "
-                     f"{r['acc_gen']:.2f} | {g:.3f} / {c:.3f} ({g / c:.2f}) |")
+                     f"{r['acc_gen']:.2f} | {g:.3f} / {c:.3f} ({oa_ratio(r):.2f}) | "
+                     + (", ".join(f"{s} {n}" for s, n in confused[:3]) or "-") + " |")
     mean = lambda key: np.mean([r[key] for r in rows])  # noqa: E731
-    lines.append(f"| **mean** | | {mean('acc_real'):.2f} | {mean('acc_gen'):.2f} | |")
+    lines.append(f"| **mean** | | {mean('acc_real'):.2f} | {mean('acc_gen'):.2f} | | |")
     lines += ["", "| feature | OA generated vs real | OA real train vs real val | ratio |",
               "|---|---|---|---|"]
     for name in FEATURES:
         g = np.nanmean([r["oa_gen"][name] for r in rows])
         c = np.nanmean([r["oa_real"][name] for r in rows])
-        lines.append(f"| {name} | {g:.3f} | {c:.3f} | {g / c:.2f} |")
+        lines.append(f"| {name} | {g:.3f} | {c:.3f} | {feature_ratio(rows, name):.2f} |")
+    misses = target_misses(report)
+    lines += ["", "Targets: " + ("all met." if not misses else f"{len(misses)} missed:")]
+    lines += [f"- {m}" for m in misses]
     return "\n".join(lines)
+
+
+def report_json(report: dict) -> str:
+    """`report` as strict JSON (NaN, for a feature too sparse to estimate, becomes null)."""
+    def clean(v):
+        if isinstance(v, float) and math.isnan(v):
+            return None
+        if isinstance(v, dict):
+            return {k: clean(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [clean(x) for x in v]
+        return v
+    return json.dumps(clean({**report, "target_misses": target_misses(report)}), indent=1,
+                      allow_nan=False)

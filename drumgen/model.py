@@ -136,6 +136,7 @@ def save(bundle: Bundle, folder: str | os.PathLike) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     bundle.model.save_pretrained(tmp, safe_serialization=True)
     for name in ("config.json", "model.safetensors"):
+        os.chmod(tmp / name, 0o644)  # transformers writes the weights 0600
         os.replace(tmp / name, folder / name)
     shutil.rmtree(tmp, ignore_errors=True)
     bundle.tokenizer.save(folder)

@@ -334,6 +334,14 @@ def test_fetch_of_an_archive_without_info_csv(tmp_path):
     assert listing(tmp_path / "out") == []
 
 
+def test_a_download_is_verified_and_readable_like_any_file(gmd_zip, tmp_path):
+    archive, digest = gmd_zip
+    got = download(archive.as_uri(), tmp_path / "dl" / "x.zip", digest)
+    assert got.read_bytes() == archive.read_bytes()
+    assert stat.S_IMODE(got.stat().st_mode) == 0o644  # not the 0600 of its temp file
+    assert listing(tmp_path / "dl") == ["x.zip"]
+
+
 def test_a_failed_download_leaks_no_file_or_descriptor(tmp_path):
     def open_fds() -> int:
         return len(os.listdir("/proc/self/fd"))

@@ -3,6 +3,7 @@ model (a small real-data folder keeps it to seconds)."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from drumgen import cli
-from drumgen.evaluate import FEATURES, overlap
+from drumgen.evaluate import FEATURES, OA_TARGET, overlap, target_misses
 
 
 def test_overlap_of_two_gaussians_matches_the_closed_form():
@@ -25,11 +26,43 @@ def test_overlap_of_two_gaussians_matches_the_closed_form():
     assert math.isnan(overlap([1.0], a))  # too few values for a density
 
 
-def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys):
+def _row(style, acc_real, acc_gen, oa_gen, oa_real=0.625):
+    # overlaps in eighths and 32nds, so that the ratios below are exact in binary
+    return {"style": style, "real_val_grooves": 20, "generated": 16, "acc_real": acc_real,
+            "acc_gen": acc_gen, "confused_with": {},
+            "oa_gen": dict.fromkeys(FEATURES, oa_gen), "oa_real": dict.fromkeys(FEATURES, oa_real)}
+
+
+def test_target_misses_names_each_target_missed_and_only_those():
+    report = {"validity": 1.0,
+              "rows": [_row("rock", 0.5, 0.5, 0.625 * OA_TARGET), _row("funk", 0.85, 0.9, 0.625)]}
+    assert target_misses(report) == []  # equal accuracy and a ratio of exactly 0.9 both meet
+    report["rows"][1] = _row("funk", 0.85, 0.8125, 0.625)
+    funk_miss = ("funk: classifier accuracy 0.812 on generated grooves (13 of 16), under 0.850 "
+                 "on real ones (17 of 20)")
+    assert target_misses(report) == [funk_miss]
+    report["rows"][0] = _row("rock", 0.5, 0.5, 0.53125)
+    report["validity"] = 0.995
+    assert target_misses(report) == [
+        "rock: overlap ratio 0.850, under 0.9",  # 0.53125 / 0.625
+        funk_miss,
+        "grammar-valid 99.5% of generated grooves, not 100%"]
+    # one feature low in every style: each style's mean ratio stays over 0.9, the feature's not
+    report = {"validity": 1.0, "rows": [_row("rock", 0.5, 0.5, 0.625), _row("jazz", 0.7, 0.7, 0.625)]}
+    for r in report["rows"]:
+        r["oa_gen"]["offset_sd"] = 0.46875
+    assert target_misses(report) == ["offset_sd: overlap ratio 0.750, under 0.9"]
+
+
+def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
+    out_json = tmp_path / "eval" / "report.json"
     code = cli.main(["evaluate", "--model", str(shipped), "--data", str(small_gmd),
-                     "--per-style", "8", "--style-strength", "0.5"])
+                     "--per-style", "8", "--style-strength", "0.5", "--json", str(out_json),
+                     "--check"])
     out = capsys.readouterr().out
-    assert code == 0, out
+    report = json.loads(out_json.read_text())
+    misses = report["target_misses"]
+    assert code == (1 if misses else 0), out  # --check: exit 1 exactly when a target is missed
     head = re.search(r"Validation NLL ([\d.]+) nats/token, perplexity ([\d.]+) .*grammar-valid "
                      r"([\d.]+)% of (\d+) generated 4-bar grooves \((.*)\)", out)
     assert head, out
@@ -48,3 +81,15 @@ def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys):
         assert float(oa_real) > 0.3  # real bars of one style overlap themselves well
     features = re.findall(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert [f[0] for f in features] == list(FEATURES)
+    if misses:
+        assert f"Targets: {len(misses)} missed:" in out and all(f"- {m}" in out for m in misses)
+    else:
+        assert "Targets: all met." in out
+    # the JSON holds the printed figures, and each style's generated grooves are accounted for
+    assert {r["style"] for r in report["rows"]} == {r[0] for r in rows}
+    for r in report["rows"]:
+        assert sum(r["confused_with"].values()) + round(r["acc_gen"] * 8) == r["generated"] == 8
+        assert r["style"] not in r["confused_with"]
+        printed = next(row for row in rows if row[0] == r["style"])
+        assert f"{r['acc_gen']:.2f}" == printed[3]
+    assert report["validity"] == 1.0 and report["sampling"]["style_strength"] == 0.5

@@ -34,6 +34,9 @@ def test_save_load_roundtrip(tmp_path):
     model_mod.save(bundle, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
         (*model_mod.FILES, "velocities.json"))
+    # readable by the user a server runs as, whoever saved it (transformers writes 0600)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()} == {
+        name: "0o644" for name in (*model_mod.FILES, "velocities.json")}
     loaded = model_mod.load(tmp_path / "m")
     assert loaded.styles == bundle.styles
     assert loaded.tokenizer.vocab == tok.vocab
