@@ -48,7 +48,8 @@ def test_target_misses_names_each_target_missed_and_only_those():
         funk_miss,
         "grammar-valid 99.5% of generated grooves, not 100%"]
     # one feature low in every style: each style's mean ratio stays over 0.9, the feature's not
-    report = {"validity": 1.0, "rows": [_row("rock", 0.5, 0.5, 0.625), _row("jazz", 0.7, 0.7, 0.625)]}
+    report = {"validity": 1.0,
+              "rows": [_row("rock", 0.5, 0.5, 0.625), _row("jazz", 0.7, 0.7, 0.625)]}
     for r in report["rows"]:
         r["oa_gen"]["offset_sd"] = 0.46875
     assert target_misses(report) == ["offset_sd: overlap ratio 0.750, under 0.9"]
