@@ -84,9 +84,6 @@ def predict(clf, x: np.ndarray) -> np.ndarray:
         return clf(torch.tensor(x, dtype=torch.float32)).argmax(-1).numpy()
 
 
-def accuracy(clf, x: np.ndarray, y: np.ndarray) -> float:
-    return float((predict(clf, x) == y).mean()) if len(y) else math.nan
-
 
 def overlap(a: list[float], b: list[float], points: int = 256) -> float:
     """Overlapping area of two Gaussian KDEs (Scott's bandwidth), in [0, 1]."""
@@ -213,12 +210,11 @@ def target_misses(report: dict) -> list[str]:
                           f"{r['generated']}), under {r['acc_real']:.3f} on real ones "
                           f"({round(r['acc_real'] * r['real_val_grooves'])} of "
                           f"{r['real_val_grooves']})")
-        if oa_ratio(r) < OA_TARGET:
-            misses.append(f"{r['style']}: overlap ratio {oa_ratio(r):.3f}, under {OA_TARGET}")
+        if (ratio := oa_ratio(r)) < OA_TARGET:
+            misses.append(f"{r['style']}: overlap ratio {ratio:.3f}, under {OA_TARGET}")
     for name in FEATURES:
-        if feature_ratio(report["rows"], name) < OA_TARGET:
-            misses.append(f"{name}: overlap ratio {feature_ratio(report['rows'], name):.3f}, "
-                          f"under {OA_TARGET}")
+        if (ratio := feature_ratio(report["rows"], name)) < OA_TARGET:
+            misses.append(f"{name}: overlap ratio {ratio:.3f}, under {OA_TARGET}")
     if report["validity"] < 1:
         misses.append(f"grammar-valid {report['validity']:.1%} of generated grooves, not 100%")
     return misses
