@@ -11,6 +11,12 @@ from __future__ import annotations
 DRUMS: tuple[str, ...] = (
     "kick", "snare", "closed_hat", "open_hat", "low_tom", "mid_tom", "high_tom", "crash", "ride",
 )
+#: Names that stand for several drums wherever drums are named (`--keep-drums hats`).
+DRUM_GROUPS: dict[str, tuple[str, ...]] = {
+    "hats": ("closed_hat", "open_hat"),
+    "toms": ("low_tom", "mid_tom", "high_tom"),
+    "cymbals": ("crash", "ride"),
+}
 DRUM_LABELS: tuple[str, ...] = (
     "Kick", "Snare", "Closed hat", "Open hat", "Low tom", "Mid tom", "High tom", "Crash", "Ride",
 )
@@ -44,6 +50,8 @@ STEPS_PER_QUARTER = 4  # the grid is 16th notes
 MAX_STEPS_PER_BAR = 16  # 4/4; 2/4, 3/4, 6/8 and 7/8 fit, 5/4 and 12/8 do not
 MAX_MIDI_BYTES = 2_000_000  # the largest GMD file is about 130 KB; 2 MB leaves room for long takes
 MAX_MIDI_BARS = 2_000
+#: The longest groove generate and the edits write or take (in passes of MAX_PASS_BARS).
+MAX_BARS = 16
 
 #: Velocity bins: uniform over 1..127 (mean absolute error of a uniform 16-wide bin is about 4,
 #: inside the 6 the foundation issue allows).

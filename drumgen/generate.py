@@ -12,12 +12,14 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 
 from . import model as model_mod
 from . import presets as presets_mod
-from .constants import DENSITY_EDGES, DENSITY_NAMES
+from .constants import DENSITY_EDGES, DENSITY_NAMES, MAX_BARS
+from .constraints import BarSpec, EditGrammar
 from .feel import Feel, apply
 from .pattern import MidiError, Pattern
 from .sampling import sample
@@ -27,6 +29,9 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "drumgen-small"
 MAX_PASS_BARS = 8  # bars one pass may hold: the model trains on 8-bar windows
 CONTEXT_BARS = 4  # bars of context carried into the next pass when a groove is longer
+#: Tokens an edited bar may spend beyond its forced ones when passes are sized: GMD bars take
+#: about 33 tokens on average, and EditGrammar closes bars early rather than overflow.
+FREE_TOKENS_PER_BAR = 48
 
 
 # All of drumgen's inference math runs on this one thread. PyTorch's CPU ops run on an OpenMP
@@ -70,7 +75,7 @@ class Request:
 
     def validate(self) -> None:
         """Raise `RequestError` naming the first bad parameter and its allowed range."""
-        _check_number("bars", self.bars, 1, 16, integer=True)
+        _check_number("bars", self.bars, 1, MAX_BARS, integer=True)
         _check_number("tempo", self.tempo, 40, 300)
         _check_number("variations", self.variations, 1, 8, integer=True)
         if self.temperature is not None:
@@ -104,6 +109,13 @@ def _check_number(name: str, value, lo: float, hi: float, integer: bool = False)
         raise RequestError(f"{name} must be a whole number from {lo} to {hi}; got {value!r}")
     if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
         raise RequestError(f"{name} must be from {lo} to {hi}; got {value!r}")
+
+
+class Sampling(NamedTuple):
+    temperature: float
+    top_k: int
+    top_p: float
+    style_strength: float
 
 
 @dataclass
@@ -165,13 +177,7 @@ class Generator:
         request.validate()
         style, preset = self.resolve_style(request.style)
         seed = request.seed if request.seed is not None else random.randrange(2**31)
-        defaults = self.bundle.defaults
-        temperature = request.temperature if request.temperature is not None \
-            else defaults.temperature
-        top_k = request.top_k if request.top_k is not None else defaults.top_k
-        top_p = request.top_p if request.top_p is not None else defaults.top_p
-        strength = request.style_strength if request.style_strength is not None \
-            else defaults.style_strength
+        sampling = self.sampling(request)
         density = _density_bucket(request.density if request.density != "auto" or not preset
                                   else preset.density)
         prime, prime_density = self._prime_tokens(request.prime)
@@ -179,21 +185,45 @@ class Generator:
             density = prime_density  # a primed groove keeps the prime's density unless asked
         fills = [False] * (request.bars - 1) + [request.fill]
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        bodies = on_inference_thread(self._generate_bars, style, request, fills, density,
-                                     prime, (temperature, top_k, top_p, strength), generator)
+        bodies = on_inference_thread(self.decode, style, request.variations, request.bars,
+                                     tempo_bucket(request.tempo), fills, density, sampling,
+                                     generator, prime=prime)
         feel = Feel(swing=request.swing, humanize=request.humanize)
         if preset:
             feel = preset.feel.combine(feel)
         grooves = []
-        for i, (prefix, body) in enumerate(bodies):
-            tokens = prefix + body + [self.tokenizer.eos]
+        for i, tokens in enumerate(bodies):
             raw = self.tokenizer.decode(tokens, tempo=float(request.tempo))
             grooves.append(Groove(apply(raw, feel, seed + i), raw, tokens, style,
-                                  preset.name if preset else None, seed, fills, {
-                                      "temperature": temperature, "top_k": top_k,
-                                      "top_p": top_p, "style_strength": strength,
-                                      "feel": feel}))
+                                  preset.name if preset else None, seed, fills,
+                                  {**sampling._asdict(), "feel": feel}))
         return grooves
+
+    def sampling(self, request) -> Sampling:
+        """The request's sampling settings, the model's saved defaults where it gives None."""
+        d = self.bundle.defaults
+        pick = lambda value, default: default if value is None else value  # noqa: E731
+        return Sampling(pick(request.temperature, d.temperature), pick(request.top_k, d.top_k),
+                        pick(request.top_p, d.top_p),
+                        pick(request.style_strength, d.style_strength))
+
+    def regenerate(self, request) -> list[Groove]:
+        """Keep some drums or bars of a groove and let the model write the rest; see
+        `drumgen.edit.RegenerateRequest`."""
+        from .edit import regenerate
+        return regenerate(self, request)
+
+    def groove(self, request) -> list[Groove]:
+        """Every hit of a pattern kept, played with the model's velocity and timing; see
+        `drumgen.edit.GrooveRequest`."""
+        from .edit import groove
+        return groove(self, request)
+
+    def drumify(self, request) -> list[Groove]:
+        """Drums whose kicks and snares follow any MIDI's (or a typed) rhythm; see
+        `drumgen.edit.DrumifyRequest`."""
+        from .edit import drumify
+        return drumify(self, request)
 
     def _prime_tokens(self, prime) -> tuple[list[int] | None, int | None]:
         """The prime's last bars as body tokens, and its density bucket."""
@@ -210,43 +240,85 @@ class Generator:
         return (self.tokenizer.encode_bars(keep, [False] * keep.bars),
                 density_bucket(len(keep.hits) / keep.bars))
 
-    def _generate_bars(self, style, request, fills, density, prime, sampling,
-                       generator) -> list[tuple[list[int], list[int]]]:
-        """Generate in passes of at most MAX_PASS_BARS bars, each pass seeing up to
-        CONTEXT_BARS earlier bars (of the prime, or of the previous pass)."""
-        tok, n = self.tokenizer, request.variations
-        temperature, top_k, top_p, strength = sampling
-        tempo = tempo_bucket(request.tempo)
+    def decode(self, style: str, n: int, bars: int, tempo: int, fills: list[bool],
+               density: int | None, sampling: Sampling, generator: torch.Generator,
+               prime: list[int] | None = None, specs: list[BarSpec | None] | None = None,
+               observe=None) -> list[list[int]]:
+        """`n` whole token sequences of `bars` bars. Generates in passes of at most
+        MAX_PASS_BARS bars, each pass seeing up to CONTEXT_BARS earlier bars (of the prime, or
+        of the previous pass). `specs` constrains bars (edits; see `constraints.py`): a kept
+        bar joins the context without decoding, and a pass stops at its last bar that is not
+        kept. `observe(row, token, logits)` sees every sampled token (see `sample`)."""
+        tok = self.tokenizer
+        specs = specs or [None] * bars
         heads = [[tok.bos, tok.ids[f"TEMPO_{tempo}"]] for _ in range(n)]
         bodies: list[list[list[int]]] = [[] for _ in range(n)]  # per variation, per bar
         context = [_split_bars(tok, prime)[-CONTEXT_BARS:] if prime else [] for _ in range(n)]
         dens = [density] * n
-        while len(bodies[0]) < request.bars:
+        while len(bodies[0]) < bars:
             done = len(bodies[0])
-            new = min(request.bars - done, MAX_PASS_BARS - len(context[0]))
+            if specs[done] is not None and specs[done].exact and dens[0] is not None:
+                bar = [tok.fill if fills[done] else tok.bar, *specs[done].known]
+                for i in range(n):
+                    bodies[i].append(bar)
+                    context[i] = (context[i] + [bar])[-CONTEXT_BARS:]
+                continue
+            new = self._pass_bars(context, specs, done, bars)
             prompts, grammars = [], []
             for i in range(n):
                 prompt = heads[i] + ([tok.ids[f"DENS_{dens[i]}"]] if dens[i] is not None else [])
                 ctx_fills = tok.fill_flags([t for bar in context[i] for t in bar])
-                g = Grammar(tok, len(context[i]) + new, ctx_fills + fills[done:done + new],
-                            tempo, dens[i])
+                pass_fills = ctx_fills + fills[done:done + new]
+                pass_specs = specs[done:done + new]
+                if any(pass_specs):
+                    g = EditGrammar(tok, len(context[i]) + new, pass_fills, tempo, dens[i],
+                                    [None] * len(context[i]) + pass_specs)
+                else:
+                    g = Grammar(tok, len(context[i]) + new, pass_fills, tempo, dens[i])
                 prompt += [t for bar in context[i] for t in bar]
                 for t in prompt:
                     g.advance(t)
                 prompts.append(prompt)
                 grammars.append(g)
             room = self.bundle.model.config.n_positions - max(len(p) for p in prompts)
+            if isinstance(grammars[0], EditGrammar) and room < grammars[0].need():
+                raise RequestError(f"bars {done + 1}-{done + new} hold too many hits to edit "
+                                   f"in one pass ({grammars[0].need()} tokens, room for {room})")
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
-                          generator, temperature, top_k, top_p, room, style_strength=strength)
+                          generator, sampling.temperature, sampling.top_k, sampling.top_p, room,
+                          style_strength=sampling.style_strength, observe=observe)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]
-                bars = _split_bars(tok, [t for t in out if t != tok.eos])
-                bodies[i] += bars
-                context[i] = (context[i] + bars)[-CONTEXT_BARS:]
-        return [([*heads[i], tok.ids[f"DENS_{dens[i]}"]], [t for bar in bodies[i] for t in bar])
-                for i in range(n)]
+                new_bars = _split_bars(tok, [t for t in out if t != tok.eos])
+                bodies[i] += new_bars
+                context[i] = (context[i] + new_bars)[-CONTEXT_BARS:]
+        return [[*heads[i], tok.ids[f"DENS_{dens[i]}"], *[t for bar in bodies[i] for t in bar],
+                 tok.eos] for i in range(n)]
 
+    def _pass_bars(self, context: list[list[list[int]]], specs: list[BarSpec | None],
+                   done: int, bars: int) -> int:
+        """How many bars the next pass writes. Without constraints, as many as fit beside the
+        context. With them, the pass ends at its last bar that is not kept, and shrinks until
+        its slots and a free allowance per bar fit in the model's context; the oldest context
+        bars give way if even one bar does not fit."""
+        new = min(bars - done, MAX_PASS_BARS - len(context[0]))
+        window = specs[done:done + new]
+        if not any(window):
+            return new
+        new = 1 + max(k for k, spec in enumerate(window) if spec is None or not spec.exact)
+        limit = self.bundle.model.config.n_positions - 4  # BOS, TEMPO, DENS, EOS
+
+        def need(k: int) -> int:
+            ctx = max(sum(len(bar) for bar in c) for c in context)
+            return ctx + sum(1 + FREE_TOKENS_PER_BAR + (s.cost() if s else 0)
+                             for s in specs[done:done + k])
+        while new > 1 and need(new) > limit:
+            new -= 1
+        while need(new) > limit and context[0]:
+            for c in context:
+                del c[0]
+        return new
 
 def _split_bars(tok, ids: list[int]) -> list[list[int]]:
     bars: list[list[int]] = []

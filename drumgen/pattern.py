@@ -182,7 +182,29 @@ def _drum_tracks(mid: mido.MidiFile) -> set[int]:
     return named
 
 
-def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
+@dataclass
+class _Timeline:
+    """A MIDI file's events in time order, with its one meter and first tempo."""
+
+    mid: mido.MidiFile
+    events: list
+    tempos: list[int]
+    signature: tuple[int, int]
+
+    @property
+    def step_ticks(self) -> float:
+        return self.mid.ticks_per_beat / STEPS_PER_QUARTER
+
+    @property
+    def bpm(self) -> float:
+        return round(mido.tempo2bpm(self.tempos[0]), 3) if self.tempos else 120.0
+
+    def notes(self) -> list[tuple[int, int, mido.Message]]:
+        """(tick, track, message) of every note-on with a velocity."""
+        return [(t, i, m) for t, i, m in self.events if m.type == "note_on" and m.velocity > 0]
+
+
+def _timeline(source: str | os.PathLike | bytes) -> _Timeline:
     mid = _load_midi(source)
     if mid.type == 2:
         raise MidiError("type 2 MIDI files (independent sequences) are not supported")
@@ -197,8 +219,15 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
         found = ", ".join(f"{n}/{d}" for n, d in sorted(signatures))
         raise MidiError(f"the time signature changes ({found}); drumgen reads one meter a file")
     signature = signatures.pop() if signatures else (4, 4)
+    steps_per_bar(signature)  # validates
+    return _Timeline(mid, events, tempos, signature)
+
+
+def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
+    line = _timeline(source)
+    mid, events, tempos, signature = line.mid, line.events, line.tempos, line.signature
     spb = steps_per_bar(signature)
-    notes = [(t, i, m) for t, i, m in events if m.type == "note_on" and m.velocity > 0]
+    notes = line.notes()
     named = _drum_tracks(mid)
     drum_notes = [(t, m) for t, i, m in notes if m.channel == DRUM_CHANNEL]
     if not drum_notes:  # no channel 10: fall back to tracks named as drums
@@ -227,20 +256,95 @@ def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
     if not hits:
         raise MidiError(f"no usable drum notes: all {unknown} drum notes have pitches outside "
                         "the drum map")
-    bars = _bar_count(hits, events, step_ticks * spb)
+    bars = _bar_count(max(h.bar for h in hits) + 1, events, step_ticks * spb)
     if bars > MAX_MIDI_BARS:
         raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
-    tempo = mido.tempo2bpm(tempos[0]) if tempos else 120.0
     changes = sum(a != b for a, b in zip(tempos, tempos[1:], strict=False))  # in order
     dropped = {"unknown_pitch": unknown, "tempo_changes": changes}
-    return Pattern(hits, bars, round(tempo, 3), signature, {k: v for k, v in dropped.items() if v})
+    return Pattern(hits, bars, line.bpm, signature, {k: v for k, v in dropped.items() if v})
 
 
-def _bar_count(hits: list[Hit], events: list, bar_ticks: float) -> int:
+@dataclass
+class Rhythm:
+    """Onsets on the 16th grid, bar by bar: the rhythm Drumify writes drums to. `offsets`
+    keeps each onset's microtiming (mean over the notes that fell on it)."""
+
+    onsets: list[set[int]]
+    tempo: float = 120.0
+    time_signature: tuple[int, int] = (4, 4)
+    offsets: dict[tuple[int, int], float] = field(default_factory=dict)
+
+    @property
+    def bars(self) -> int:
+        return len(self.onsets)
+
+    @property
+    def steps_per_bar(self) -> int:
+        return steps_per_bar(self.time_signature)
+
+
+def read_rhythm(source: str | os.PathLike | bytes, track: int | None = None) -> Rhythm:
+    """The onsets of every note in a MIDI file (any channel, any instrument), or of track
+    `track` only (1-based, as midicsv and DAWs count; track 1 is often the tempo map)."""
+    line = _timeline(source)
+    notes = line.notes()
+    if track is not None:
+        count = len(line.mid.tracks)
+        if isinstance(track, bool) or not isinstance(track, int) or not 1 <= track <= count:
+            raise MidiError(f"track: the file has {count} track(s), numbered 1 to {count}; "
+                            f"got {track!r}")
+        notes = [n for n in notes if n[1] == track - 1]
+        if not notes:
+            raise MidiError(f"track: track {track} has no notes")
+    if not notes:
+        raise MidiError("the file has no notes to take a rhythm from")
+    spb, found = steps_per_bar(line.signature), {}
+    end = max((t for t, _, _ in line.events), default=0)
+    end_bars = end / (line.step_ticks * spb)
+    closing = int(end_bars) * spb if end_bars == int(end_bars) else None
+    for tick, _, _ in notes:
+        position = tick / line.step_ticks
+        grid = math.floor(position + 0.5)
+        if grid == closing and tick < end:  # as in _read_midi: stays in the last bar
+            grid = grid - 1
+        found.setdefault(divmod(grid, spb), []).append(position - grid)
+    bars = _bar_count(max(bar for bar, _ in found) + 1, line.events, line.step_ticks * spb)
+    if bars > MAX_MIDI_BARS:
+        raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
+    onsets = [set() for _ in range(bars)]
+    for bar, step in found:
+        onsets[bar].add(step)
+    offsets = {key: sum(v) / len(v) for key, v in found.items()}
+    return Rhythm(onsets, line.bpm, line.signature, offsets)
+
+
+RHYTHM_ONSET, RHYTHM_REST = "xX", ".-_"
+
+
+def parse_rhythm(text: str, steps: int = 16) -> Rhythm:
+    """A typed rhythm, `steps` characters a bar: x for an onset, . (or - or _) for a rest.
+    Spaces and bar lines (|) are ignored."""
+    if not isinstance(text, str):
+        raise MidiError(f"rhythm must be text such as x..x..x.x...x...; got {text!r}")
+    cells = [c for c in text if c not in " |\t\n"]
+    bad = sorted({c for c in cells if c not in RHYTHM_ONSET + RHYTHM_REST})
+    if bad:
+        raise MidiError(f"rhythm: use x for an onset and . for a rest; got {bad[0]!r}")
+    if not cells or len(cells) % steps:
+        raise MidiError(f"rhythm: {len(cells)} steps; a bar is {steps} steps, so the length "
+                        f"must be a multiple of {steps} (x for an onset, . for a rest)")
+    onsets = [{i for i in range(steps) if cells[b * steps + i] in RHYTHM_ONSET}
+              for b in range(len(cells) // steps)]
+    if not any(onsets):
+        raise MidiError("rhythm: no onsets; mark at least one step with x")
+    return Rhythm(onsets)
+
+
+def _bar_count(last: int, events: list, bar_ticks: float) -> int:
     """Bars up to the last hit; trailing empty bars count only when the end of track falls
     exactly on a bar line within two bars of it (as in files drumgen and DAWs write). Some GMD
-    files run minutes past their last note, and counting those bars makes empty examples."""
-    last = max(h.bar for h in hits) + 1
+    files run minutes past their last note, and counting those bars makes empty examples.
+    `last` is the bar count up to the last note."""
     end = max((t for t, _, _ in events), default=0)
     end_bars = end / bar_ticks
     if end_bars == int(end_bars) and last < end_bars <= last + 2:

@@ -152,13 +152,16 @@ def masks(grammars: list[Grammar], device: torch.device) -> torch.Tensor:
 @torch.inference_mode()
 def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
            generator: torch.Generator, temperature: float, top_k: int, top_p: float,
-           max_new: int, engine: str = "fast", style_strength: float = 1.0) -> list[list[int]]:
+           max_new: int, engine: str = "fast", style_strength: float = 1.0,
+           observe=None) -> list[list[int]]:
     """Extend each prompt until its grammar reaches EOS; returns the new tokens of each.
 
     Prompts may differ in length: they are left-padded, with an attention mask and positions
     that start at each prompt's first real token. `engine` is "fast" (`FastDecoder`), "hf"
     (the Hugging Face forward with its KV cache) or "naive" (the whole sequence every step).
-    `style_strength`: see `DrumGPT.style_vector`."""
+    `style_strength`: see `DrumGPT.style_vector`. `observe(row, token, logits)`, if given, is
+    called for every token sampled, with that row's grammar-masked logits before temperature
+    (the model's own distribution over the allowed tokens): Groove reads its expectations."""
     device = next(model.parameters()).device
     n = len(prompts)
     width = max(len(p) for p in prompts)
@@ -205,6 +208,8 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             if g.state.phase != "DONE":
                 out[i].append(t)
                 g.advance(t)
+                if observe is not None:
+                    observe(i, t, logits[i])
             done &= g.state.phase == "DONE"
         if done:
             break
