@@ -18,7 +18,7 @@ test: setup-dev
 	$(BIN)/python -m pytest -q tests
 
 lint: setup-dev
-	$(BIN)/ruff check drumgen app.py tests bench
+	$(BIN)/ruff check drumgen app.py ui_grid.py tests bench
 
 bench: setup-dev
 	$(BIN)/python bench/generate.py

@@ -17,11 +17,14 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import gradio as gr  # noqa: E402
 
-from drumgen import grid, service  # noqa: E402
+import ui_grid  # noqa: E402
+from drumgen import draft as draft_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
+from drumgen import service  # noqa: E402
 from drumgen.archive import ArchiveError  # noqa: E402
-from drumgen.constants import DENSITY_NAMES, GMD_STYLES  # noqa: E402
+from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
+from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
 from drumgen.generate import Generator, Request, RequestError  # noqa: E402
 from drumgen.model import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
@@ -29,7 +32,9 @@ from drumgen.render import Renderer  # noqa: E402
 
 STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
-USER_ERRORS = (RequestError, MidiError, ModelError, ValueError, FileNotFoundError)
+USER_ERRORS = (RequestError, MidiError, ModelError, ValueError, FileNotFoundError,
+               draft_mod.DraftError)
+MAX_TAKES = 50  # undo history per browser session
 
 
 def user_error(message: str) -> gr.Error:
@@ -51,48 +56,387 @@ def describe(style: str) -> str:
 
 
 def on_style(style: str, kit: str):
+    """A preset sets the tempo, the kit and the swing slider to what it plays (the effective
+    feel); the user can move any of them afterwards, swing back to straight included."""
     preset = presets_mod.find(style or "")
     if not preset:
-        return describe(style), gr.update(), gr.update()
+        return describe(style), gr.update(), gr.update(), gr.update()
     renderer = Renderer.default()
     kit_name = renderer.kit(preset.kit).name if renderer.available else kit
-    return describe(style), gr.update(value=preset.tempo), gr.update(value=kit_name)
+    return (describe(style), gr.update(value=preset.tempo), gr.update(value=kit_name),
+            gr.update(value=preset.feel.swing))
 
 
 def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, fill=False,
-             density="auto", swing=50.0, humanize=0.0, kit=None, midi_layout="gm", prime=None,
-             model=None, style_strength=None):
-    """Generate grooves. Returns audio (OGG), the drum grid, the .mid, the .wav, all files,
-    and a summary. Parameters and ranges: see the About tab."""
+             density="auto", swing=None, humanize=0.0, kit=None, midi_layout="gm", prime=None,
+             model=None, style_strength=None, session=None):
+    """Generate drum grooves from scratch with the style-conditioned transformer.
+
+    Returns the audio (OGG), the grid (the groove as JSON: bars, tempo and hits with bar,
+    step, drum, velocity and offset), the .mid, the .wav, every variation's files, a summary
+    and the variation list. Ranges: see the About tab.
+
+    Args:
+        style: a GMD style (funk, rock, jazz, latin, hiphop, ...) or a producer preset.
+        tempo: beats per minute, 40 to 300.
+        bars: bars to write, 1 to 16.
+        temperature: sampling temperature 0.05-2 (default: the model's).
+        top_k: keep the k likeliest tokens, 0 = off (default: the model's).
+        top_p: nucleus sampling mass 0.05-1 (default: the model's).
+        seed: the random seed, 0 to 2147483647; the same settings and seed give the same .mid.
+        variations: grooves to write at once, 1 to 8.
+        fill: a fill in the last bar.
+        density: auto, sparse, normal, busy, or hits per bar (1-64).
+        swing: 50 (straight) to 75 percent; empty takes the preset's swing, else straight.
+        humanize: 0 to 1, random timing and velocity jitter.
+        kit: the sound kit the audio is rendered with.
+        midi_layout: gm, td11 or multitrack.
+        prime: a MIDI groove to continue (optional).
+        model: a model name (default: the shipped model).
+        style_strength: 0 to 3; 1 = the style as trained (default: the model's).
+    """
     try:
-        density = _number_or_name(density)
         request = Request(style=style, bars=_int(bars, "bars"), tempo=tempo,
                           temperature=temperature, top_k=_int(top_k, "top_k"), top_p=top_p,
                           style_strength=style_strength, seed=_int(seed, "seed"),
                           variations=_int(variations, "variations"),
-                          fill=fill, density=density, swing=swing, humanize=humanize,
-                          prime=prime or None)
-        result = service.generate(request, model or None,
-                                  None if kit in (None, "", NO_AUDIO_KIT) else kit,
-                                  midi_layout or "gm", audio=kit != NO_AUDIO_KIT)
+                          fill=fill, density=_number_or_name(density), swing=swing,
+                          humanize=humanize, prime=prime or None)
+        result = service.generate(request, model or None, _kit(kit), midi_layout or "gm",
+                                  audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
+    return _answer(result, kit, session, "generate")
+
+
+def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=False, tempo=None,
+               temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
+               kit=None, midi_layout="gm", model=None):
+    """Edit a MIDI groove: keep some drums or bars exactly and let the model write the rest.
+
+    Give keep_drums (the lanes to keep, e.g. "kick,snare") or bars (the bars to rewrite, e.g.
+    "3,4"), not both. Returns what /generate returns.
+
+    Args:
+        midi: the groove, a MIDI file in 4/4 (GM or Roland TD-11 drum pitches).
+        style: the style or preset the model writes in.
+        seed: the random seed.
+        keep_drums: comma-separated drums to keep: kick, snare, closed_hat, open_hat,
+            low_tom, mid_tom, high_tom, crash, ride, or the groups hats, toms, cymbals.
+        bars: comma-separated bars to rewrite, 1-based (2-4 for a range).
+        fill: write the rewritten bars as fills.
+        tempo: bpm of the result (empty: the file's own tempo).
+        temperature: sampling temperature (default: the model's).
+        top_k: top-k, 0 = off (default: the model's).
+        top_p: nucleus mass (default: the model's).
+        style_strength: 0 to 3 (default: the model's).
+        variations: results to write at once, 1 to 8.
+        kit: the sound kit for the audio.
+        midi_layout: gm, td11 or multitrack.
+        model: a model name (default: the shipped model).
+    """
+    request = RegenerateRequest(midi=midi, keep_drums=keep_drums or None, bars=bars or None,
+                                fill=bool(fill), **_edit_args(style, seed, tempo, temperature,
+                                                              top_k, top_p, style_strength,
+                                                              variations))
+    return _edit("regenerate", request, kit, midi_layout, model, None)
+
+
+def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tempo=None,
+           temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
+           kit=None, midi_layout="gm", model=None):
+    """Play a stiff pattern like a drummer: every hit of the MIDI is kept, and the model
+    plays its velocity and microtiming in the style. Returns what /generate returns.
+
+    Args:
+        midi: the pattern, a MIDI file in 4/4 (GM or Roland TD-11 drum pitches).
+        style: the style or preset whose drummer plays it.
+        seed: the random seed.
+        strength: 0 = the input as it is, 1 = the model's playing.
+        keep_velocity: keep the input's velocities and change only the timing.
+        tempo: bpm of the result (empty: the file's own tempo).
+        temperature: sampling temperature (default: the model's).
+        top_k: top-k, 0 = off (default: the model's).
+        top_p: nucleus mass (default: the model's).
+        style_strength: 0 to 3 (default: the model's).
+        variations: results to write at once, 1 to 8.
+        kit: the sound kit for the audio.
+        midi_layout: gm, td11 or multitrack.
+        model: a model name (default: the shipped model).
+    """
+    request = GrooveRequest(midi=midi, strength=strength, keep_velocity=bool(keep_velocity),
+                            **_edit_args(style, seed, tempo, temperature, top_k, top_p,
+                                         style_strength, variations))
+    return _edit("groove", request, kit, midi_layout, model, None)
+
+
+def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=None,
+            temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
+            kit=None, midi_layout="gm", model=None):
+    """Drums that lock to a rhythm: every note onset of the MIDI (a bass line, a melody, a
+    tapped rhythm; every track, or `track`) or of a typed rhythm gets a kick or a snare,
+    kicks and snares fall only on onsets, and the other drums play in the style. Returns
+    what /generate returns.
+
+    Args:
+        midi: any MIDI file in 4/4 (leave empty when giving a rhythm).
+        style: the style or preset to play in.
+        seed: the random seed.
+        rhythm: a typed rhythm instead of midi: 16 characters a bar, x = onset, . = rest.
+        track: take the rhythm from this track only (1-based; empty: every track).
+        tempo: bpm (empty: the file's own tempo; 120 for a typed rhythm).
+        temperature: sampling temperature (default: the model's).
+        top_k: top-k, 0 = off (default: the model's).
+        top_p: nucleus mass (default: the model's).
+        style_strength: 0 to 3 (default: the model's).
+        variations: results to write at once, 1 to 8.
+        kit: the sound kit for the audio.
+        midi_layout: gm, td11 or multitrack.
+        model: a model name (default: the shipped model).
+    """
+    request = DrumifyRequest(midi=midi or None, rhythm=rhythm or None,
+                             track=_int(track, "track"),
+                             **_edit_args(style, seed, tempo, temperature, top_k, top_p,
+                                          style_strength, variations))
+    return _edit("drumify", request, kit, midi_layout, model, None)
+
+
+def _edit_args(style, seed, tempo, temperature, top_k, top_p, style_strength, variations):
+    return dict(style=style or "funk", seed=_int(seed, "seed"), tempo=tempo or None,
+                temperature=temperature, top_k=_int(top_k, "top_k"), top_p=top_p,
+                style_strength=style_strength, variations=_int(variations, "variations") or 1)
+
+
+def _edit(verb, request, kit, midi_layout, model, session):
+    try:
+        result = service.edit(verb, request, model or None, _kit(kit), midi_layout or "gm",
+                              audio=kit != NO_AUDIO_KIT)
+    except USER_ERRORS as exc:
+        raise user_error(str(exc)) from None
+    return _answer(result, kit, session, verb)
+
+
+def _answer(result, kit, session, source):
+    """The outputs every groove-writing event shares: audio, grid, .mid, .wav, every take's
+    files, the summary, the result, the variation list, and the session's history."""
     take = result.takes[0]
     info = result.info + (f"  \n{result.audio_note}" if result.audio_note else "")
     choices = [t.title for t in result.takes]
     # "All variations" only when there is more than one: with one, it would repeat the
     # .mid and the audio above it, and every API client would download them twice
-    files = _paths(result) if len(result.takes) > 1 else None
-    return (_audio(take, kit), _grid(take), str(take.midi), _path(take.wav), files,
-            info, result, gr.update(choices=choices, value=choices[0],
-                                    visible=len(choices) > 1))
+    files = [str(p) for p in result.files] if len(result.takes) > 1 else None
+    grid_value = _grid(take)
+    return (_audio(take, kit), grid_value, str(take.midi), _path(take.wav), files, info,
+            result, gr.update(choices=choices, value=choices[0], visible=len(choices) > 1),
+            _push(session, grid_value, source))
 
 
-def show_take(result, title, kit):
+# -- the draft on the page --------------------------------------------------------------------
+
+def _page_sampling(style, seed, temperature, top_k, top_p, style_strength, variations):
+    return _edit_args(style, seed, None, temperature, top_k, top_p, style_strength, variations)
+
+
+def edit_lanes(grid, style, seed, temperature, top_k, top_p, style_strength, variations, kit,
+               midi_layout, model, session):
+    """Regenerate every lane of the draft that is not locked."""
+    pattern, locked, _ = _read_grid(grid)
+    if not locked:
+        raise user_error("keep_drums: lock at least one lane (its lock button, left of the "
+                         "grid) to keep it; every other lane is regenerated")
+    request = RegenerateRequest(midi=pattern, keep_drums=[DRUMS[d] for d in locked],
+                                **_page_sampling(style, seed, temperature, top_k, top_p,
+                                                 style_strength, variations))
+    return _edit("regenerate", request, kit, midi_layout, model, session)
+
+
+def edit_bars(grid, as_fill, style, seed, temperature, top_k, top_p, style_strength,
+              variations, kit, midi_layout, model, session):
+    """Rewrite the selected bars of the draft (as fills when asked)."""
+    pattern, _, selected = _read_grid(grid)
+    if not selected:
+        raise user_error("bars: select the bars to rewrite first (click a bar number above "
+                         "the grid)")
+    request = RegenerateRequest(midi=pattern, bars=[b + 1 for b in selected],
+                                fill=bool(as_fill), **_page_sampling(
+                                    style, seed, temperature, top_k, top_p, style_strength,
+                                    variations))
+    return _edit("regenerate", request, kit, midi_layout, model, session)
+
+
+def edit_groove(grid, strength, keep_velocity, style, seed, temperature, top_k, top_p,
+                style_strength, variations, kit, midi_layout, model, session):
+    """Play every hit of the draft with the model's velocity and timing."""
+    pattern, _, _ = _read_grid(grid)
+    request = GrooveRequest(midi=pattern, strength=strength, keep_velocity=bool(keep_velocity),
+                            **_page_sampling(style, seed, temperature, top_k, top_p,
+                                             style_strength, variations))
+    return _edit("groove", request, kit, midi_layout, model, session)
+
+
+def edit_drumify(midi, rhythm, bars, tempo, style, seed, temperature, top_k, top_p,
+                 style_strength, variations, kit, midi_layout, model, session):
+    """Drums for an uploaded MIDI's rhythm, or a typed one (repeated to the page's bars)."""
+    typed = (rhythm or "").strip() or None
+    if midi and typed:
+        raise user_error("drumify: give a MIDI file or a typed rhythm, not both (clear one)")
+    request = DrumifyRequest(
+        midi=midi or None, rhythm=typed, bars=_int(bars, "bars") if typed else None,
+        **_page_sampling(style, seed, temperature, top_k, top_p, style_strength, variations))
+    if typed:
+        request.tempo = tempo
+    return _edit("drumify", request, kit, midi_layout, model, session)
+
+
+def edit_draft(grid, style, kit, midi_layout, session):
+    """The page's grid after a click: checked, then written to .mid and audio. As an API
+    endpoint it takes a whole draft ({"draft": {"bars", "tempo", "hits"}}) and returns its
+    audio, .mid, .wav and summary.
+
+    Args:
+        grid: {"draft": {"bars": N, "tempo": bpm, "hits": [{"bar", "step", "drum",
+            "velocity", "offset"}]}}; bar and step are 0-based.
+        style: the style or preset (chooses the kit of a preset).
+        kit: the sound kit for the audio.
+        midi_layout: gm, td11 or multitrack.
+    """
+    pattern, _, _ = _read_grid(grid)
+    try:
+        result, used, render_s = service.render_draft(pattern, style, _kit(kit),
+                                                      midi_layout or "gm",
+                                                      audio=kit != NO_AUDIO_KIT)
+    except USER_ERRORS as exc:
+        raise user_error(str(exc)) from None
+    take = result.takes[0]
+    info = (f"**draft**: {len(pattern.hits)} hits, {pattern.bars} bars at {pattern.tempo:g} "
+            f"bpm, kit {used}, rendered in {render_s * 1000:.0f} ms"
+            + (f"  \n{result.audio_note}" if result.audio_note else ""))
+    value = dict(grid, title=f"Draft: {pattern.bars} bars at {pattern.tempo:g} bpm")
+    return (_audio(take, kit), str(take.midi), _path(take.wav), info,
+            _push(session, value, "hand edit"))
+
+
+def _read_grid(grid):
+    try:
+        return ui_grid.read(grid)
+    except draft_mod.DraftError as exc:
+        raise user_error(str(exc)) from None
+
+
+def _push(session, grid_value, source):
+    """The session's takes with `grid_value` after the current one (dropping any redo)."""
+    session = dict(session or {"takes": [], "index": -1})
+    takes = session["takes"][: session["index"] + 1] + [{"grid": grid_value, "source": source}]
+    takes = takes[-MAX_TAKES:]
+    return {"takes": takes, "index": len(takes) - 1}
+
+
+def step_history(session, delta, kit, midi_layout, style):
+    """Undo (delta -1) or redo (+1): the take before or after this one, written again."""
+    session = session or {"takes": [], "index": -1}
+    index = session["index"] + delta
+    if not 0 <= index < len(session["takes"]):
+        raise user_error("Nothing to undo." if delta < 0 else "Nothing to redo.")
+    grid_value = session["takes"][index]["grid"]
+    pattern, _, _ = _read_grid(grid_value)
+    result, used, _ = service.render_draft(pattern, style, _kit(kit), midi_layout or "gm",
+                                           audio=kit != NO_AUDIO_KIT)
+    take = result.takes[0]
+    where = f"take {index + 1} of {len(session['takes'])} ({session['takes'][index]['source']})"
+    return (_audio(take, kit), dict(grid_value, locked=None, selected=None), str(take.midi),
+            _path(take.wav), f"**{'undo' if delta < 0 else 'redo'}**: {where}",
+            {**session, "index": index})
+
+
+def show_take(result, title, kit, session):
     if not result or not title:
-        return gr.update(), gr.update(), gr.update(), gr.update()
+        return (gr.update(),) * 5
     take = next(t for t in result.takes if t.title == title)
-    return _audio(take, kit), _grid(take), str(take.midi), _path(take.wav)
+    grid_value = _grid(take)
+    session = dict(session or {"takes": [], "index": -1})
+    if session["takes"]:  # the take on show is the current draft
+        session["takes"] = list(session["takes"])
+        session["takes"][session["index"]] = {**session["takes"][session["index"]],
+                                              "grid": grid_value}
+    return _audio(take, kit), grid_value, str(take.midi), _path(take.wav), session
+
+
+# -- share links ----------------------------------------------------------------------------
+
+#: Settings a share link carries, by their API names; the page reads the same names back.
+SHARED = ("style", "tempo", "bars", "seed", "variations", "fill", "density", "swing",
+          "humanize", "temperature", "top_k", "top_p", "style_strength", "midi_layout",
+          "model")
+MAX_LINK_DRAFT = 6000  # characters of draft code a link carries (URLs stay under ~8 KB)
+
+
+def share_link(session, *values):
+    """The query string of a link to this groove: its settings and seed, and the draft too
+    when it was edited (the settings alone no longer make it)."""
+    from urllib.parse import urlencode
+    params = {k: _plain(v) for k, v in zip(SHARED, values, strict=True)
+              if v not in (None, "")}
+    note = "Opening this link and pressing Generate makes the same groove."
+    current = (session or {}).get("takes") and session["takes"][session["index"]]
+    if current and current["source"] != "generate":
+        pattern, _, _ = _read_grid(current["grid"])
+        code = draft_mod.pack(pattern)
+        if len(code) <= MAX_LINK_DRAFT:
+            params["draft"] = code
+            note = "This link opens your edited draft; Generate there makes a new groove."
+        else:
+            note = (f"Your edits are too large for a link ({len(code):,} characters); the "
+                    "link has the settings and seed only. Share the .mid for the edits.")
+    return "?" + urlencode(params), note
+
+
+def _plain(value):
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def open_link(request: gr.Request, kit, midi_layout, session):
+    """Set the page from its URL query (see `share_link`); a `draft` opens on the grid."""
+    query = dict(request.query_params) if request else {}
+    updates = []
+    for name in SHARED:
+        updates.append(_from_query(name, query[name]) if name in query else gr.update())
+    if "draft" not in query:
+        return (*updates, *(gr.update(),) * 5)
+    try:
+        pattern = draft_mod.unpack(query["draft"])
+    except draft_mod.DraftError as exc:
+        gr.Warning(f"The link's draft could not be opened: {exc}")
+        return (*updates, *(gr.update(),) * 5)
+    grid_value = ui_grid.value(pattern, f"Shared draft: {pattern.bars} bars at "
+                               f"{pattern.tempo:g} bpm")
+    result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
+                                        query.get("midi_layout") or midi_layout or "gm")
+    take = result.takes[0]
+    return (*updates, _audio(take, kit), grid_value, str(take.midi), _path(take.wav),
+            _push(session, grid_value, "link"))
+
+
+def _from_query(name, text):
+    if name in ("style", "density", "midi_layout", "model"):
+        return text
+    if name == "fill":
+        return text.lower() in ("1", "true", "yes", "on")
+    try:
+        number = float(text)
+    except ValueError:
+        gr.Warning(f"The link's {name}={text!r} is not a number; it was left as it was.")
+        return gr.update()
+    return int(number) if number.is_integer() else number
+
+
+# -- helpers --------------------------------------------------------------------------------
+
+def _kit(kit):
+    return None if kit in (None, "", NO_AUDIO_KIT) else kit
 
 
 def _audio(take, kit):
@@ -101,15 +445,11 @@ def _audio(take, kit):
 
 def _grid(take):
     p = take.pattern
-    return grid.svg(p, f"{take.title}: {p.bars} bars at {p.tempo:g} bpm")
+    return ui_grid.value(p, f"{take.title}: {p.bars} bars at {p.tempo:g} bpm")
 
 
 def _path(p):
     return str(p) if p else None
-
-
-def _paths(result):
-    return [str(p) for p in result.files]
 
 
 def _int(value, name):
@@ -297,8 +637,9 @@ def build() -> gr.Blocks:
     enabled, why = service.training_enabled()
     with gr.Blocks(title="drumgen", delete_cache=(600, 900)) as demo:
         gr.Markdown("# drumgen\nExpressive drum grooves from a style-conditioned transformer. "
-                    "Pick a style or a producer preset, click **Generate**, listen, and drag "
-                    "the `.mid` into your DAW.")
+                    "Pick a style or a producer preset, click **Generate**, listen, then edit "
+                    "the groove on the grid and drag the `.mid` into your DAW.")
+        session = gr.State()
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
@@ -318,7 +659,8 @@ def build() -> gr.Blocks:
                                           allow_custom_value=True,
                                           label="Density (or hits per bar)")
                     with gr.Row():
-                        swing = gr.Slider(50, 75, value=50, step=1, label="Swing %")
+                        swing = gr.Slider(50, 75, value=50, step=1, label="Swing %",
+                                          info="a preset sets its own; move it to override")
                         humanize = gr.Slider(0, 1, value=0, step=0.05, label="Humanize")
                     kit = gr.Dropdown(kits, value=kits[0], label="Kit (sound)")
                     with gr.Accordion("More", open=False):
@@ -341,31 +683,103 @@ def build() -> gr.Blocks:
                                         file_types=[".mid", ".midi"], type="filepath")
                     go = gr.Button("Generate", variant="primary")
                 with gr.Column(scale=3):
-                    audio = gr.Audio(label="Listen (loops)", type="filepath", loop=True,
-                                     interactive=False, buttons=["download"])
+                    audio = gr.Audio(label="Listen (loops; space bar plays and stops)",
+                                     type="filepath", loop=True, interactive=False,
+                                     buttons=["download"], elem_id="drum-audio")
                     take = gr.Radio([], label="Variation", visible=False)
-                    # SVG text: drawn in milliseconds, sharp at any width, a tooltip per hit
-                    # (js_on_load=None: no click listener, the grid sends no events)
-                    plot = gr.HTML(label="Drum grid", elem_id="drum-grid", js_on_load=None)
+                    grid = gr.HTML(None, label="Drum grid (click to edit)", elem_id="drum-grid",
+                                   html_template=ui_grid.TEMPLATE, css_template=ui_grid.CSS,
+                                   js_on_load=ui_grid.JS, show_label=True)
+                    with gr.Row():
+                        redo_lanes = gr.Button("Regenerate unlocked lanes", size="sm")
+                        redo_bars = gr.Button("Regenerate selected bars", size="sm")
+                        as_fill = gr.Checkbox(False, label="as a fill", min_width=80)
+                    with gr.Row():
+                        groove_it = gr.Button("Groove it", size="sm")
+                        strength = gr.Slider(0, 1, value=1, step=0.05, label="Groove strength")
+                        keep_velocity = gr.Checkbox(False, label="keep velocities")
+                    with gr.Accordion("Drumify: drums that lock to a bass line or a rhythm",
+                                      open=False):
+                        with gr.Row():
+                            drumify_midi = gr.File(label="Any MIDI (bass line, melody...)",
+                                                   file_types=[".mid", ".midi"],
+                                                   type="filepath")
+                            rhythm = gr.Textbox(label="or type a rhythm (16 a bar)",
+                                                placeholder="x..x..x.x...x...")
+                        drumify_go = gr.Button("Drumify", size="sm")
+                    with gr.Row():
+                        undo = gr.Button("Undo", size="sm")
+                        redo = gr.Button("Redo", size="sm")
+                        share = gr.Button("Share link", size="sm")
+                    link = gr.Textbox(label="Link to this groove", visible=True, interactive=False,
+                                      buttons=["copy"], elem_id="share-link")
+                    link_note = gr.Markdown()
                     with gr.Row():
                         midi = gr.File(label="MIDI (.mid)")
                         wav = gr.File(label="Audio (.wav)")
                     files = gr.File(label="All variations", file_count="multiple",
                                     visible=False)
                     info = gr.Markdown()
+            # inputs of the edit endpoints that the page fills from its draft instead
+            with gr.Row(visible=False):
+                api_midi = gr.File(label="midi", type="filepath")
+                keep_drums = gr.Textbox(label="keep_drums")
+                bars_text = gr.Textbox(label="bars")
+                api_tempo = gr.Number(None, label="tempo")
+                track = gr.Number(None, label="track", precision=0)
+                api_buttons = [gr.Button(visible=False) for _ in range(4)]
             state = gr.State()
+            outputs = [audio, grid, midi, wav, files, info, state, take, session]
+            sampling = [temperature, top_k, top_p, style_strength, variations]
+            page = [style, seed, *sampling, kit, midi_layout, model, session]
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,
-                      density, swing, humanize, kit, midi_layout, prime, model, style_strength]
+                      density, swing, humanize, kit, midi_layout, prime, model, style_strength,
+                      session]
             name_errors(generate, inputs)
-            go.click(generate, inputs, [audio, plot, midi, wav, files, info, state, take],
-                     api_name="generate", concurrency_limit=2)
-            take.change(show_take, [state, take, kit], [audio, plot, midi, wav],
+            go.click(generate, inputs, outputs, api_name="generate", concurrency_limit=2)
+            edit_out = [audio, grid, midi, wav, files, info, state, take, session]
+            for fn, components, name in (
+                    (regenerate, [api_midi, style, seed, keep_drums, bars_text, as_fill,
+                                  api_tempo], "regenerate"),
+                    (groove, [api_midi, style, seed, strength, keep_velocity, api_tempo],
+                     "groove"),
+                    (drumify, [api_midi, style, seed, rhythm, track, api_tempo], "drumify")):
+                api_in = components + sampling + [kit, midi_layout, model]
+                name_errors(fn, api_in)
+                api_buttons.pop().click(fn, api_in, edit_out[:-1], api_name=name,
+                                        concurrency_limit=2)
+            redo_lanes.click(edit_lanes, [grid, *page], edit_out, api_visibility="private",
+                             concurrency_limit=2)
+            redo_bars.click(edit_bars, [grid, as_fill, *page], edit_out,
+                            api_visibility="private", concurrency_limit=2)
+            groove_it.click(edit_groove, [grid, strength, keep_velocity, *page], edit_out,
+                            api_visibility="private", concurrency_limit=2)
+            drumify_go.click(edit_drumify, [drumify_midi, rhythm, bars, tempo, *page],
+                             edit_out, api_visibility="private", concurrency_limit=2)
+            name_errors(edit_draft, [grid, style, kit, midi_layout])
+            grid.submit(edit_draft, [grid, style, kit, midi_layout, session],
+                        [audio, midi, wav, info, session], api_name="draft",
+                        trigger_mode="always_last", show_progress="hidden",
+                        concurrency_limit=2)
+            history = [audio, grid, midi, wav, info, session]
+            undo.click(lambda s, k, m, st: step_history(s, -1, k, m, st),
+                       [session, kit, midi_layout, style], history, api_visibility="private")
+            redo.click(lambda s, k, m, st: step_history(s, 1, k, m, st),
+                       [session, kit, midi_layout, style], history, api_visibility="private")
+            shared = [style, tempo, bars, seed, variations, fill, density, swing, humanize,
+                      temperature, top_k, top_p, style_strength, midi_layout, model]
+            share.click(share_link, [session, *shared], [link, link_note],
+                        api_visibility="private").then(
+                None, link, link, js="(q) => q ? location.origin + location.pathname + q : q")
+            demo.load(open_link, [kit, midi_layout, session],
+                      [*shared, audio, grid, midi, wav, session], api_visibility="private")
+            take.change(show_take, [state, take, kit, session], [audio, grid, midi, wav, session],
                         api_visibility="private")
             # the list only shows when there can be something in it
             variations.change(lambda n: gr.update(visible=(n or 1) > 1), variations, files,
                               api_visibility="private", show_progress="hidden")
             dice.click(new_seed, None, seed, api_name="new_seed")
-            style.change(on_style, [style, kit], [style_info, tempo, kit],
+            style.change(on_style, [style, kit], [style_info, tempo, kit, swing],
                          api_visibility="private")
             model.change(on_model, [model, style], [style, temperature, top_k, top_p,
                                                     style_strength], api_visibility="private")
@@ -413,7 +827,9 @@ def main(argv: list[str] | None = None) -> None:
     demo = build()
     kwargs = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
               "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
-              "max_file_size": service.MAX_UPLOAD_BYTES, "theme": gr.themes.Soft()}
+              "max_file_size": service.MAX_UPLOAD_BYTES, "theme": gr.themes.Soft(),
+              # every named endpoint is also an MCP tool at /gradio_api/mcp/sse
+              "mcp_server": os.environ.get("DRUMGEN_MCP", "1") != "0"}
     demo.queue(default_concurrency_limit=2)
     if args.share:
         try:

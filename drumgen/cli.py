@@ -1,5 +1,5 @@
-"""`python -m drumgen ...`: generate, train, evaluate, fit-velocities, roundtrip, data
-fetch|stats."""
+"""`python -m drumgen ...`: generate, regenerate, groove, drumify, train, evaluate,
+fit-velocities, roundtrip, data fetch|stats."""
 
 from __future__ import annotations
 
@@ -8,6 +8,8 @@ import sys
 from pathlib import Path
 
 from . import data as data_mod
+
+DEFAULT_TEMPO = 100.0
 
 
 def _data_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
@@ -27,24 +29,67 @@ def _resolve_data(path: Path | None) -> Path:
 def cmd_generate(args) -> None:
     from .generate import Generator, Request
     gen = Generator.load(args.model)
-    req = Request(style=args.style, bars=args.bars, tempo=args.tempo, seed=args.seed,
+    prime = args.prime.read_bytes() if args.prime else None
+    tempo = args.tempo if args.tempo is not None else _prime_tempo(prime)
+    req = Request(style=args.style, bars=args.bars, tempo=tempo, seed=args.seed,
                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
                   style_strength=args.style_strength, variations=args.variations,
                   fill=args.fill, density=_density(args.density),
-                  swing=args.swing, humanize=args.humanize,
-                  prime=args.prime.read_bytes() if args.prime else None)
-    grooves = gen.generate(req)
+                  swing=args.swing, humanize=args.humanize, prime=prime)
+    _write(gen.generate(req), args)
+
+
+def _prime_tempo(prime: bytes | None) -> float:
+    """A primed groove continues at its prime's first tempo; otherwise 100 bpm."""
+    from .pattern import Pattern
+    return Pattern.from_midi(prime).tempo if prime else DEFAULT_TEMPO
+
+
+def _write(grooves, args) -> None:
     out = Path(args.out)
     for i, groove in enumerate(grooves):
         path = out if len(grooves) == 1 else out.with_name(f"{out.stem}_{i + 1}{out.suffix}")
         groove.pattern.save(path, kit=args.kit, name=f"drumgen {groove.style}")
-        print(f"wrote {path} ({groove.pattern.bars} bars, {len(groove.pattern.hits)} hits, "
-              f"seed {groove.seed})")
+        print(f"wrote {path} ({groove.pattern.bars} bars at {groove.pattern.tempo:g} bpm, "
+              f"{len(groove.pattern.hits)} hits, seed {groove.seed})")
         if args.wav:
             from .render import Renderer
             wav = path.with_suffix(".wav")
             Renderer.default().write_wav(groove.pattern, wav, kit=args.sound)
             print(f"wrote {wav}")
+
+
+def _edit_fields(args) -> dict:
+    return dict(style=args.style, seed=args.seed, tempo=args.tempo,
+                temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                style_strength=args.style_strength, variations=args.variations)
+
+
+def cmd_regenerate(args) -> None:
+    from .edit import RegenerateRequest
+    from .generate import Generator
+    req = RegenerateRequest(midi=args.input.read_bytes(), keep_drums=args.keep_drums,
+                            bars=args.bars, fill=args.fill, **_edit_fields(args))
+    _write(Generator.load(args.model).regenerate(req), args)
+
+
+def cmd_groove(args) -> None:
+    from .edit import GrooveRequest
+    from .generate import Generator
+    req = GrooveRequest(midi=args.input.read_bytes(), strength=args.strength,
+                        keep_velocity=args.keep_velocity, **_edit_fields(args))
+    _write(Generator.load(args.model).groove(req), args)
+
+
+def cmd_drumify(args) -> None:
+    from .edit import DrumifyRequest
+    from .generate import Generator
+    if (args.input is None) == (args.rhythm is None):
+        raise SystemExit("drumify: give a MIDI file or --rhythm, not both")
+    req = DrumifyRequest(midi=args.input.read_bytes() if args.input else None,
+                         rhythm=args.rhythm, track=args.track, bars=args.bars,
+                         density=_density(args.density), **_edit_fields(args))
+    _write(Generator.load(args.model).drumify(req), args)
 
 
 def _density(text: str):
@@ -64,7 +109,7 @@ def cmd_train(args) -> None:
                       batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                       patience=args.patience, seed=args.seed, precision=args.precision,
-                      style_balance=args.style_balance)
+                      style_balance=args.style_balance, task=args.task)
     bar = tqdm(unit="step", dynamic_ncols=True)
 
     def report(event: dict) -> None:
@@ -150,33 +195,74 @@ def cmd_data(args) -> None:
         print(data_mod.stats(_resolve_data(args.dir)))
 
 
+def _sampling_args(p: argparse.ArgumentParser, tempo_help: str) -> None:
+    """The options every verb that writes grooves shares."""
+    p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
+    p.add_argument("--style", default="funk", help="a style or a producer preset")
+    p.add_argument("--tempo", type=float, default=None, help=tempo_help)
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--temperature", type=float, default=None)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--style-strength", type=float, default=None,
+                   help="0 (no style) to 3; 1 = as trained (default: the model's)")
+    p.add_argument("--variations", type=int, default=1)
+    p.add_argument("--kit", default="gm", help="MIDI layout: gm, td11 or multitrack")
+    p.add_argument("--sound", default="standard", help="kit to render --wav with")
+    p.add_argument("--wav", action="store_true", help="also render audio beside each MIDI")
+    p.add_argument("--out", default="groove.mid")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .constants import DRUM_GROUPS, DRUMS
     from .model import PRESETS
     parser = argparse.ArgumentParser(prog="drumgen", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate grooves to MIDI (and WAV)")
-    g.add_argument("--model", default=None, help="model folder (default: the shipped model)")
-    g.add_argument("--style", default="funk", help="a style or a producer preset")
+    _sampling_args(g, tempo_help="bpm (default: the prime's first tempo, else 100)")
     g.add_argument("--bars", type=int, default=4)
-    g.add_argument("--tempo", type=float, default=100)
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--temperature", type=float, default=None)
-    g.add_argument("--top-k", type=int, default=None)
-    g.add_argument("--top-p", type=float, default=None)
-    g.add_argument("--style-strength", type=float, default=None,
-                   help="0 (no style) to 3; 1 = as trained (default: the model's)")
-    g.add_argument("--variations", type=int, default=1)
     g.add_argument("--fill", action="store_true", help="a fill in the last bar")
     g.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
-    g.add_argument("--swing", type=float, default=50, help="50 (straight) to 75")
+    g.add_argument("--swing", type=float, default=None,
+                   help="50 (straight) to 75 (default: the preset's swing, else 50)")
     g.add_argument("--humanize", type=float, default=0, help="0 to 1")
     g.add_argument("--prime", type=Path, default=None, help="a MIDI file to continue")
-    g.add_argument("--kit", default="gm", help="MIDI layout: gm, td11 or multitrack")
-    g.add_argument("--sound", default="standard", help="kit to render --wav with")
-    g.add_argument("--wav", action="store_true", help="also render audio beside each MIDI")
-    g.add_argument("--out", default="groove.mid")
     g.set_defaults(func=cmd_generate)
+
+    drums = ", ".join([*DRUMS, *DRUM_GROUPS])
+    r = sub.add_parser("regenerate", help="keep some drums or bars of a MIDI groove and let "
+                       "the model write the rest")
+    r.add_argument("input", type=Path, help="the groove (GM or TD-11 drums, 4/4)")
+    what = r.add_mutually_exclusive_group(required=True)
+    what.add_argument("--keep-drums", default=None,
+                      help=f"comma-separated drums to keep exactly: {drums}")
+    what.add_argument("--bars", default=None, help="bars to rewrite, 1-based: 3,4 or 2-4")
+    r.add_argument("--fill", action="store_true", help="write the --bars as fills")
+    _sampling_args(r, tempo_help="bpm (default: the file's first tempo)")
+    r.set_defaults(func=cmd_regenerate)
+
+    gr = sub.add_parser("groove", help="play a stiff pattern like a drummer: the model's "
+                        "velocity and timing on every hit of the input")
+    gr.add_argument("input", type=Path, help="the pattern (GM or TD-11 drums, 4/4)")
+    gr.add_argument("--strength", type=float, default=1.0,
+                    help="0 = the input as it is, 1 = the model's playing (default 1)")
+    gr.add_argument("--keep-velocity", action="store_true",
+                    help="keep the input's velocities; change the timing only")
+    _sampling_args(gr, tempo_help="bpm (default: the file's first tempo)")
+    gr.set_defaults(func=cmd_groove)
+
+    d = sub.add_parser("drumify", help="drums that lock to the rhythm of any MIDI (a bass "
+                       "line, a melody, a tapped rhythm) or of a typed rhythm")
+    d.add_argument("input", type=Path, nargs="?", default=None, help="any MIDI file")
+    d.add_argument("--rhythm", default=None,
+                   help="a typed rhythm instead: 16 characters a bar, x = onset, . = rest")
+    d.add_argument("--track", type=int, default=None,
+                   help="take the rhythm from this track only (1-based; default every track)")
+    d.add_argument("--bars", type=int, default=None, help="repeat the rhythm to this many bars")
+    d.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
+    _sampling_args(d, tempo_help="bpm (default: the file's first tempo; 120 for --rhythm)")
+    d.set_defaults(func=cmd_drumify)
 
     t = sub.add_parser("train", help="train or fine-tune a model")
     _data_arg(t)
@@ -196,6 +282,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--style-balance", type=float, default=0.0,
                    help="0 = styles as often as in the data, 1 = all styles equally often")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    t.add_argument("--task", default="generate", choices=["generate", "groove"],
+                   help="generate: grooves from scratch; groove: play a quantized pattern "
+                        "(fine-tune a generate model into the head Groove uses)")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("evaluate", help="validation loss and style/feature metrics")

@@ -50,8 +50,10 @@ STEPS_PER_QUARTER = 4  # the grid is 16th notes
 MAX_STEPS_PER_BAR = 16  # 4/4; 2/4, 3/4, 6/8 and 7/8 fit, 5/4 and 12/8 do not
 MAX_MIDI_BYTES = 2_000_000  # the largest GMD file is about 130 KB; 2 MB leaves room for long takes
 MAX_MIDI_BARS = 2_000
-#: The longest groove generate and the edits write or take (in passes of MAX_PASS_BARS).
+#: The longest groove generate writes, and the longest input an edit takes; both are written
+#: in passes (generate.MAX_PASS_BARS), so an edit of 64 bars takes about 16 times a 4-bar one.
 MAX_BARS = 16
+MAX_EDIT_BARS = 64
 
 #: Velocity bins: uniform over 1..127 (mean absolute error of a uniform 16-wide bin is about 4,
 #: inside the 6 the foundation issue allows).

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from .archive import download, safe_extract
 from .constants import GMD_SHA256, GMD_URL
-from .pattern import MidiError, Pattern
+from .pattern import Hit, MidiError, Pattern
 from .tokenizer import Tokenizer
 
 ENV_VAR = "DRUMGEN_DATA"
@@ -148,6 +148,46 @@ def windows(pattern: Pattern, bars: int = WINDOW_BARS,
 class Example:
     tokens: list[int]
     style: int
+    loss_from: int = 0  # tokens before this index are context only: no loss on them
+
+
+#: Tokens of the Groove task (`groove_examples`): GROOVE opens the quantized pattern, PLAY
+#: opens the drummer's performance of it. Appended to a model's vocabulary when it learns the
+#: task (`Tokenizer.extended`).
+GROOVE_TOKENS = ("GROOVE", "PLAY")
+GROOVE_BARS = 4  # bars of one Groove example: prefix and performance fit the context twice
+GROOVE_INPUT_VELOCITY = 90  # the velocity of a typed, quantized pattern (bench/edit.py too)
+
+
+def quantize(pattern: Pattern, velocity: int = GROOVE_INPUT_VELOCITY) -> Pattern:
+    """`pattern` as a user would type it: every hit on the grid at one velocity."""
+    hits = sorted({Hit(h.bar, h.step, h.drum, velocity, 0.0) for h in pattern.hits})
+    return Pattern(hits, pattern.bars, pattern.tempo, pattern.time_signature)
+
+
+def groove_prompt(tok: Tokenizer, pattern: Pattern) -> list[int]:
+    """GROOVE, the quantized bars of `pattern`, PLAY: what the Groove task reads before it
+    plays the pattern."""
+    body = tok.encode_bars(quantize(pattern), [False] * pattern.bars)
+    return [tok.ids["GROOVE"], *body, tok.ids["PLAY"]]
+
+
+def groove_examples(pairs: list[tuple[Record, Pattern]], tok: Tokenizer, styles: list[str],
+                    stride: int = 2) -> list[Example]:
+    """The Groove task (as GrooVAE's, Gillick et al. 2019): a drummer's window quantized and
+    flattened, then the drummer's own performance of it, with the loss on the performance.
+    Windows of GROOVE_BARS and of 2 bars, so shorter inputs are in the training set too."""
+    index = {s: i for i, s in enumerate(styles)}
+    out = []
+    for record, pattern in pairs:
+        for bars in (GROOVE_BARS, 2):
+            for window in windows(pattern, bars, stride):
+                head = tok.encode(window)[:3]
+                prompt = head + groove_prompt(tok, window)
+                body = tok.encode_bars(window, [False] * window.bars)
+                out.append(Example(prompt + body + [tok.eos], index[record.style],
+                                   loss_from=len(prompt)))
+    return out
 
 
 def examples(pairs: list[tuple[Record, Pattern]], tok: Tokenizer, styles: list[str],

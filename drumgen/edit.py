@@ -17,8 +17,9 @@ from dataclasses import dataclass
 
 import torch
 
-from .constants import DRUM_GROUPS, DRUMS, MAX_BARS, SHIFT_BINS, VELOCITY_BINS
+from .constants import DRUM_GROUPS, DRUMS, MAX_EDIT_BARS, SHIFT_BINS, VELOCITY_BINS
 from .constraints import BarSpec, Slot, exact_bar
+from .data import GROOVE_BARS, groove_prompt
 from .feel import Feel, apply
 from .generate import Generator, Groove, RequestError, _check_number
 from .pattern import Hit, MidiError, Pattern, Rhythm, parse_rhythm, read_rhythm
@@ -170,9 +171,9 @@ def _check_meter(name: str, signature: tuple[int, int], bars: int) -> None:
     if tuple(signature) != (4, 4):
         raise RequestError(f"{name}: the model edits 4/4 grooves only; this one is in "
                            f"{signature[0]}/{signature[1]}")
-    if bars > MAX_BARS:
-        raise RequestError(f"{name}: {bars} bars is over the {MAX_BARS}-bar limit for edits; "
-                           f"trim the file to {MAX_BARS} bars or fewer")
+    if bars > MAX_EDIT_BARS:
+        raise RequestError(f"{name}: {bars} bars is over the {MAX_EDIT_BARS}-bar limit for "
+                           f"edits; trim the file to {MAX_EDIT_BARS} bars or fewer")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -215,6 +216,8 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
     if not isinstance(req.keep_velocity, bool):
         raise RequestError(f"keep_velocity must be true or false; got {req.keep_velocity!r}")
     pattern = read_source(req.midi)
+    head = gen.groove_head()
+    player = head or gen
     cells = _cells(pattern)
     specs = []
     for b in range(pattern.bars):
@@ -222,21 +225,19 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
         for (bar, step, drum) in cells:
             if bar == b:
                 slots.setdefault(step, []).append(Slot(drums=(drum,)))
-        for step in slots:
-            slots[step].sort(key=lambda s: s.drums)
         specs.append(BarSpec(pattern.steps_per_bar, slots, [()] * pattern.steps_per_bar))
     played: list[list[tuple[float, float]]] = [[] for _ in range(req.variations)]
-    table = gen.tokenizer.velocities
+    table = player.tokenizer.velocities
 
     def observe(row: int, token: int, logits: torch.Tensor) -> None:
         # The model's expected velocity and offset for this hit, over the velocity and timing
         # bins of its drum (the only tokens the grammar leaves open here). The expectation,
-        # not the sampled bin, is what is written: it tracks a drummer's accents far better
-        # than one draw (bench/edit.py measures both).
-        if gen.tokenizer.kind[token] != "HIT":
+        # not the sampled bin, is what is written: it follows a drummer's accents better than
+        # one draw does (bench/edit.py measures both).
+        if player.tokenizer.kind[token] != "HIT":
             return
-        drum = gen.tokenizer.value[token] // (VELOCITY_BINS * SHIFT_BINS)
-        start = gen.tokenizer.hit_token(drum, 0, 0)
+        drum = player.tokenizer.value[token] // (VELOCITY_BINS * SHIFT_BINS)
+        start = player.tokenizer.hit_token(drum, 0, 0)
         probs = logits[start:start + VELOCITY_BINS * SHIFT_BINS].float().softmax(-1)
         grid = probs.view(VELOCITY_BINS, SHIFT_BINS)
         vel = float(grid.sum(1) @ torch.tensor(table[drum], dtype=torch.float32))
@@ -246,9 +247,16 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
     def finish(raw: Pattern, i: int) -> Pattern:
         return _played(pattern, cells, played[i], req.strength, req.keep_velocity)
 
-    return _run(gen, req, pattern, specs, [False] * pattern.bars, _input_density(pattern),
-                {"strength": req.strength, "keep_velocity": req.keep_velocity}, finish,
-                observe=observe, use_feel=False)
+    # With a Groove head, each chunk of GROOVE_BARS bars is played seeing the whole chunk
+    # first (its quantized pattern as a prefix); without one, the generate model plays it
+    # left to right, seeing only what came before.
+    chunk = GROOVE_BARS if head else MAX_EDIT_BARS
+    prefixes = [groove_prompt(player.tokenizer, pattern.slice(b, min(b + chunk, pattern.bars)))
+                if head else None for b in range(0, pattern.bars, chunk)]
+    return _run(player, req, pattern, specs, [False] * pattern.bars, _input_density(pattern),
+                {"strength": req.strength, "keep_velocity": req.keep_velocity,
+                 "player": "groove head" if head else "generate model"}, finish,
+                observe=observe, use_feel=False, chunks=(chunk, prefixes))
 
 
 _SHIFT_CENTRES = torch.tensor([bin_shift(s) for s in range(SHIFT_BINS)], dtype=torch.float32)
@@ -293,7 +301,7 @@ def _rhythm(req: DrumifyRequest) -> Rhythm:
     _check_meter("midi" if req.midi is not None else "rhythm", rhythm.time_signature,
                  rhythm.bars)
     if req.bars is not None:
-        _check_number("bars", req.bars, 1, MAX_BARS, integer=True)
+        _check_number("bars", req.bars, 1, MAX_EDIT_BARS, integer=True)
         rhythm.onsets = [rhythm.onsets[b % rhythm.bars] for b in range(int(req.bars))]
     if not any(rhythm.onsets):
         raise RequestError("rhythm: no onsets in the bars asked for")
@@ -305,8 +313,9 @@ def _rhythm(req: DrumifyRequest) -> Rhythm:
 
 def _run(gen: Generator, req: EditRequest, pattern: Pattern, specs: list[BarSpec | None],
          fills: list[bool], density: int | None, what: dict, finish,
-         observe=None, use_feel: bool = True) -> list[Groove]:
-    """Decode `specs` with `req`'s sampling; `finish(raw, i)` gives variation i's pattern."""
+         observe=None, use_feel: bool = True, chunks=None) -> list[Groove]:
+    """Decode `specs` with `req`'s sampling; `finish(raw, i)` gives variation i's pattern.
+    `chunks` = (bars, prefixes): decode that many bars at a time, each with its prefix."""
     from .generate import on_inference_thread
     style, preset = gen.resolve_style(req.style)
     seed = req.seed if req.seed is not None else random.randrange(2**31)
@@ -316,9 +325,17 @@ def _run(gen: Generator, req: EditRequest, pattern: Pattern, specs: list[BarSpec
         raise RequestError(f"tempo: the input's tempo {tempo:g} bpm is outside 40-300; give "
                            "a tempo")
     generator = torch.Generator(device=gen.device).manual_seed(seed)
-    sequences = on_inference_thread(gen.decode, style, req.variations, pattern.bars,
-                                    tempo_bucket(tempo), fills, density, sampling, generator,
-                                    specs=specs, observe=observe)
+    size, prefixes = chunks or (pattern.bars, [None])
+    sequences: list[list[int]] = []
+    for c, prefix in enumerate(prefixes):
+        lo, hi = c * size, min((c + 1) * size, pattern.bars)
+        part = on_inference_thread(gen.decode, style, req.variations, hi - lo,
+                                   tempo_bucket(tempo), fills[lo:hi], density, sampling,
+                                   generator, specs=specs[lo:hi], observe=observe,
+                                   prefix=prefix)
+        # one sequence per variation: the head of the first part, every part's bars, EOS
+        sequences = part if not sequences else [a[:-1] + b[3:] for a, b in
+                                                zip(sequences, part, strict=True)]
     feel = preset.feel if preset and use_feel else Feel()
     grooves = []
     for i, tokens in enumerate(sequences):

@@ -10,7 +10,7 @@ import os
 import random
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NamedTuple
 
@@ -32,6 +32,7 @@ CONTEXT_BARS = 4  # bars of context carried into the next pass when a groove is 
 #: Tokens an edited bar may spend beyond its forced ones when passes are sized: GMD bars take
 #: about 33 tokens on average, and EditGrammar closes bars early rather than overflow.
 FREE_TOKENS_PER_BAR = 48
+GROOVE_HEAD = "groove"  # a model folder's Groove-task model, if it has one
 
 
 # All of drumgen's inference math runs on this one thread. PyTorch's CPU ops run on an OpenMP
@@ -69,7 +70,7 @@ class Request:
     variations: int = 1
     fill: bool = False
     density: str | float = "auto"  # auto, sparse, normal, busy, or hits per bar
-    swing: float = 50.0  # percent, 50 straight .. 75
+    swing: float | None = None  # percent, 50 straight .. 75; None: the preset's, else 50
     humanize: float = 0.0  # 0..1
     prime: bytes | str | os.PathLike | None = None  # a MIDI whose bars the groove continues
 
@@ -88,7 +89,8 @@ class Request:
             _check_number("style_strength", self.style_strength, 0, 3)
         if self.seed is not None:
             _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
-        _check_number("swing", self.swing, 50, 75)
+        if self.swing is not None:
+            _check_number("swing", self.swing, 50, 75)
         _check_number("humanize", self.humanize, 0, 1)
         if not isinstance(self.fill, bool):
             raise RequestError(f"fill must be true or false; got {self.fill!r}")
@@ -161,6 +163,14 @@ class Generator:
     def styles(self) -> list[str]:
         return self.bundle.styles
 
+    def groove_head(self) -> Generator | None:
+        """The model trained for the Groove task (`train --task groove`), kept in this model's
+        folder as `groove/`; None when the folder has none."""
+        folder = self.bundle.path and self.bundle.path / GROOVE_HEAD
+        if folder is None or not (folder / "model.safetensors").is_file():
+            return None
+        return Generator.load(folder, str(self.device))
+
     def resolve_style(self, name: str) -> tuple[str, presets_mod.Preset | None]:
         """(conditioning style, preset or None) for a style or preset name."""
         if not isinstance(name, str) or not name.strip():
@@ -188,9 +198,12 @@ class Generator:
         bodies = on_inference_thread(self.decode, style, request.variations, request.bars,
                                      tempo_bucket(request.tempo), fills, density, sampling,
                                      generator, prime=prime)
-        feel = Feel(swing=request.swing, humanize=request.humanize)
+        feel = Feel(swing=50.0 if request.swing is None else request.swing,
+                    humanize=request.humanize)
         if preset:
             feel = preset.feel.combine(feel)
+        if request.swing is not None:  # a swing asked for wins, straight (50) included
+            feel = replace(feel, swing=request.swing)
         grooves = []
         for i, tokens in enumerate(bodies):
             raw = self.tokenizer.decode(tokens, tempo=float(request.tempo))
@@ -243,12 +256,14 @@ class Generator:
     def decode(self, style: str, n: int, bars: int, tempo: int, fills: list[bool],
                density: int | None, sampling: Sampling, generator: torch.Generator,
                prime: list[int] | None = None, specs: list[BarSpec | None] | None = None,
-               observe=None) -> list[list[int]]:
+               observe=None, prefix: list[int] | None = None) -> list[list[int]]:
         """`n` whole token sequences of `bars` bars. Generates in passes of at most
         MAX_PASS_BARS bars, each pass seeing up to CONTEXT_BARS earlier bars (of the prime, or
         of the previous pass). `specs` constrains bars (edits; see `constraints.py`): a kept
         bar joins the context without decoding, and a pass stops at its last bar that is not
-        kept. `observe(row, token, logits)` sees every sampled token (see `sample`)."""
+        kept. `observe(row, token, logits)` sees every sampled token (see `sample`).
+        `prefix` goes after the DENS token of every pass, outside the grammar: a task's input
+        (the Groove task's quantized pattern); it is not part of the returned sequences."""
         tok = self.tokenizer
         specs = specs or [None] * bars
         heads = [[tok.bos, tok.ids[f"TEMPO_{tempo}"]] for _ in range(n)]
@@ -263,10 +278,12 @@ class Generator:
                     bodies[i].append(bar)
                     context[i] = (context[i] + [bar])[-CONTEXT_BARS:]
                 continue
-            new = self._pass_bars(context, specs, done, bars)
+            new = self._pass_bars(context, specs, done, bars, len(prefix or []))
             prompts, grammars = [], []
             for i in range(n):
                 prompt = heads[i] + ([tok.ids[f"DENS_{dens[i]}"]] if dens[i] is not None else [])
+                g_prompt = list(prompt)
+                prompt += prefix or []
                 ctx_fills = tok.fill_flags([t for bar in context[i] for t in bar])
                 pass_fills = ctx_fills + fills[done:done + new]
                 pass_specs = specs[done:done + new]
@@ -275,9 +292,11 @@ class Generator:
                                     [None] * len(context[i]) + pass_specs)
                 else:
                     g = Grammar(tok, len(context[i]) + new, pass_fills, tempo, dens[i])
-                prompt += [t for bar in context[i] for t in bar]
-                for t in prompt:
+                ctx = [t for bar in context[i] for t in bar]
+                prompt += ctx
+                for t in g_prompt + ctx:
                     g.advance(t)
+                g.closed = len(context[i])
                 prompts.append(prompt)
                 grammars.append(g)
             room = self.bundle.model.config.n_positions - max(len(p) for p in prompts)
@@ -297,7 +316,7 @@ class Generator:
                  tok.eos] for i in range(n)]
 
     def _pass_bars(self, context: list[list[list[int]]], specs: list[BarSpec | None],
-                   done: int, bars: int) -> int:
+                   done: int, bars: int, prefix: int = 0) -> int:
         """How many bars the next pass writes. Without constraints, as many as fit beside the
         context. With them, the pass ends at its last bar that is not kept, and shrinks until
         its slots and a free allowance per bar fit in the model's context; the oldest context
@@ -307,7 +326,7 @@ class Generator:
         if not any(window):
             return new
         new = 1 + max(k for k, spec in enumerate(window) if spec is None or not spec.exact)
-        limit = self.bundle.model.config.n_positions - 4  # BOS, TEMPO, DENS, EOS
+        limit = self.bundle.model.config.n_positions - 4 - prefix  # BOS, TEMPO, DENS, EOS
 
         def need(k: int) -> int:
             ctx = max(sum(len(bar) for bar in c) for c in context)

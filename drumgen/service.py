@@ -136,34 +136,126 @@ class Result:
 def generate(request: Request, model: str | None = None, kit: str | None = None,
              midi_layout: str = "gm", wav: bool = True, audio: bool = True) -> Result:
     """Generate, write MIDI (and OGG/WAV audio when FluidSynth works) into a fresh folder."""
-    if midi_layout not in ("gm", "td11", "multitrack"):
-        raise RequestError(f"midi_layout must be gm, td11 or multitrack; got {midi_layout!r}")
-    if isinstance(request.prime, (str, os.PathLike)):
-        size = Path(request.prime).stat().st_size
-        if size > MAX_MIDI_BYTES:
-            raise RequestError(f"prime: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
-        request.prime = Path(request.prime).read_bytes()
+    _check_layout(midi_layout)
+    request.prime = _read_upload("prime", request.prime)
     gen = Generator.load(model_path(model))
     start = time.perf_counter()
     grooves = gen.generate(request)
     gen_s = time.perf_counter() - start
+    result, used, render_s = _package(grooves, request.style, request.tempo, kit, midi_layout,
+                                      wav, audio)
+    first = grooves[0]
+    result.info = (
+        f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
+        f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
+        f"{_sampling_line(first)}, density {request.density}, fill "
+        f"{'on' if request.fill else 'off'}, swing {first.settings['feel'].swing:g}%, "
+        f"humanize {first.settings['feel'].humanize:g}, kit {used}, MIDI {midi_layout}  \n"
+        f"generated in {gen_s * 1000:.0f} ms, rendered in {render_s * 1000:.0f} ms")
+    return result
+
+
+#: The edit verbs of `Generator` (and `drumgen.edit`) the app offers, with their summaries.
+EDITS = {
+    "regenerate": lambda g: (f"kept {', '.join(g.settings['keep_drums'])}, regenerated the "
+                             "rest" if "keep_drums" in g.settings else
+                             f"regenerated bar(s) {', '.join(map(str, g.settings['bars']))}"
+                             + (" as fills" if g.settings.get("fill") else "")),
+    "groove": lambda g: (f"played every hit with the model's "
+                         f"{'timing' if g.settings['keep_velocity'] else 'velocity and timing'}"
+                         f", strength {g.settings['strength']:g} ({g.settings['player']})"),
+    "drumify": lambda g: f"drums on {g.settings['onsets']} onsets",
+}
+
+
+def edit(verb: str, request, model: str | None = None, kit: str | None = None,
+         midi_layout: str = "gm", wav: bool = True, audio: bool = True) -> Result:
+    """Run an edit (`regenerate`, `groove` or `drumify`) and package it like `generate`."""
+    if verb not in EDITS:
+        raise RequestError(f"unknown edit {verb!r}; choose from {', '.join(EDITS)}")
+    _check_layout(midi_layout)
+    if not hasattr(request.midi, "hits"):  # a Pattern (the page's draft) passes as it is
+        request.midi = _read_upload("midi", request.midi)
+    gen = Generator.load(model_path(model))
+    start = time.perf_counter()
+    grooves = getattr(gen, verb)(request)
+    gen_s = time.perf_counter() - start
+    first = grooves[0]
+    result, used, render_s = _package(grooves, request.style, first.pattern.tempo, kit,
+                                      midi_layout, wav, audio)
+    result.info = (
+        f"**{verb}**: {EDITS[verb](first)}. **{first.preset or first.style}** (style "
+        f"`{first.style}`), {first.pattern.bars} bars at {first.pattern.tempo:g} bpm, seed "
+        f"**{first.seed}**, {len(grooves)} variation(s)  \n{_sampling_line(first)}, kit "
+        f"{used}, MIDI {midi_layout}  \nedited in {gen_s * 1000:.0f} ms, rendered in "
+        f"{render_s * 1000:.0f} ms")
+    return result
+
+
+def _check_layout(midi_layout: str) -> None:
+    if midi_layout not in ("gm", "td11", "multitrack"):
+        raise RequestError(f"midi_layout must be gm, td11 or multitrack; got {midi_layout!r}")
+
+
+def _read_upload(name: str, value):
+    """An uploaded file's bytes (a path from the page or the API), size-checked."""
+    if not isinstance(value, (str, os.PathLike)):
+        return value
+    path = Path(value)
+    if not path.is_file():
+        raise RequestError(f"{name}: no such file {path.name!r}")
+    size = path.stat().st_size
+    if size > MAX_MIDI_BYTES:
+        raise RequestError(f"{name}: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
+    return path.read_bytes()
+
+
+def _sampling_line(groove) -> str:
+    s = groove.settings
+    return (f"temperature {s['temperature']:g}, top-k {s['top_k']}, top-p {s['top_p']:g}, "
+            f"style strength {s['style_strength']:g}")
+
+
+def _package(grooves, style: str, tempo: float, kit: str | None, midi_layout: str, wav: bool,
+             audio: bool) -> tuple[Result, str, float]:
+    """Each groove's .mid (and audio) in a fresh folder; returns the result, the kit that
+    played and the render time."""
+    items = []
+    for i, groove in enumerate(grooves):
+        stem = f"drumgen_{groove.style}_{int(tempo)}bpm_seed{groove.seed}" + (
+            f"_v{i + 1}" if len(grooves) > 1 else "")
+        items.append((groove.pattern, stem, f"drumgen {groove.preset or groove.style}"))
+    preset = presets_mod.find(style)
+    return package(items, kit or (preset.kit if preset else None), midi_layout, wav, audio)
+
+
+def render_draft(pattern, style: str | None = None, kit: str | None = None,
+                 midi_layout: str = "gm", wav: bool = True,
+                 audio: bool = True) -> tuple[Result, str, float]:
+    """A hand-edited draft's .mid and audio (no model involved)."""
+    _check_layout(midi_layout)
+    preset = presets_mod.find(style or "")
+    stem = f"drumgen_draft_{int(pattern.tempo)}bpm_{uuid.uuid4().hex[:6]}"
+    return package([(pattern, stem, "drumgen draft")], kit or (preset.kit if preset else None),
+                   midi_layout, wav, audio)
+
+
+def package(items, kit: str | None, midi_layout: str, wav: bool,
+            audio: bool) -> tuple[Result, str, float]:
+    """(pattern, file stem, track name) items written as .mid (and OGG/WAV) into a fresh
+    folder; returns the result, the kit that played and the render time."""
     folder = TEMP.new()
     renderer = Renderer.default()
-    preset = presets_mod.find(request.style)
-    kit = kit or (preset.kit if preset else None)
     takes, note, render_s = [], "", 0.0
-    for i, groove in enumerate(grooves):
-        stem = f"drumgen_{groove.style}_{int(request.tempo)}bpm_seed{groove.seed}" + (
-            f"_v{i + 1}" if len(grooves) > 1 else "")
-        midi = groove.pattern.save(folder / f"{stem}.mid", kit=midi_layout,
-                                   name=f"drumgen {groove.preset or groove.style}")
+    for i, (pattern, stem, name) in enumerate(items):
+        midi = pattern.save(folder / f"{stem}.mid", kit=midi_layout, name=name)
         ogg = wav_path = None
         if not audio:
             note = "Audio off (kit: none)."
         elif renderer.available:
             t = time.perf_counter()
             try:
-                samples = renderer.render(groove.pattern, kit)
+                samples = renderer.render(pattern, kit)
                 ogg = folder / f"{stem}.ogg"
                 ogg.write_bytes(encode(samples, "OGG"))
                 if wav:
@@ -174,19 +266,10 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
             render_s += time.perf_counter() - t
         else:
             note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
-        takes.append(Take(midi, ogg, wav_path, groove.pattern, f"Variation {i + 1}"))
-    first = grooves[0]
+        takes.append(Take(midi, ogg, wav_path, pattern, f"Variation {i + 1}"))
     used = renderer.kit(kit).name if renderer.available and audio else "none"
-    info = (f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
-            f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
-            f"temperature {first.settings['temperature']:g}, top-k {first.settings['top_k']}, "
-            f"top-p {first.settings['top_p']:g}, style strength "
-            f"{first.settings['style_strength']:g}, density {request.density}, fill "
-            f"{'on' if request.fill else 'off'}, swing {first.settings['feel'].swing:g}%, "
-            f"humanize {first.settings['feel'].humanize:g}, kit {used}, MIDI {midi_layout}  \n"
-            f"generated in {gen_s * 1000:.0f} ms, rendered in {render_s * 1000:.0f} ms")
     files = [p for t in takes for p in (t.midi, t.audio) if p]
-    return Result(takes, info, note, files)
+    return Result(takes, "", note, files), used, render_s
 
 
 # ---------------------------------------------------------------------------------------------

@@ -170,6 +170,12 @@ class Tokenizer:
                             for b in range(VELOCITY_BINS)] for d in range(len(DRUMS))]
         return self
 
+    def extended(self, names) -> Tokenizer:
+        """This tokenizer with `names` appended to its vocabulary where missing."""
+        vocab = self.vocab + [n for n in names if n not in self.ids]
+        return self if len(vocab) == len(self.vocab) else \
+            Tokenizer(vocab, self.steps_per_bar, self.velocities)
+
     def hit_token(self, drum: int, vel_bin: int, shift: int) -> int:
         return self.ids[f"HIT_{drum}_{vel_bin}_{shift}"]
 
@@ -288,6 +294,9 @@ class Grammar:
         self.state = _State()
         #: tokens left before the context is full; near the end only bar tokens and EOS remain
         self.budget: int | None = None
+        #: bars that came whole in the prompt (context): none of them may grow, so the next
+        #: token after them opens a new bar
+        self.closed = 0
 
     def allowed(self) -> torch.Tensor:
         """Boolean mask over the vocabulary: the tokens that may come next (never empty)."""
@@ -303,6 +312,8 @@ class Grammar:
             return m["PAD"].clone()
         if s.pos >= 0 and s.hit < 0:  # a POS must carry at least one hit
             return tok._hit_after[0].clone()
+        if 0 < s.bars <= self.closed and (self.bars is None or s.bars < self.bars):
+            return self._bar_mask(s.bars)
         if self.bars is not None and self.budget is not None and s.bars > 0 \
                 and self.budget <= self.bars - s.bars + 2:
             return self._bar_mask(s.bars) if s.bars < self.bars else m["EOS"].clone()

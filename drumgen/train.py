@@ -57,6 +57,9 @@ class TrainConfig:
     # 1 draws every style equally often; between, a style's share goes as count**(1 - b).
     # GMD is 40% rock and 1% pop, so a rare style's embedding otherwise learns little.
     style_balance: float = 0.0
+    #: "generate" (grooves from scratch) or "groove" (play a quantized pattern: see
+    #: `data.groove_examples`; fine-tune from a generate model with `init_from`)
+    task: str = "generate"
 
 
 Callback = Callable[[dict], None]
@@ -101,6 +104,8 @@ def collate(examples: list, indices: list[int], pad: int, max_len: int):
         ids[j, : len(r)] = torch.tensor(r)
         attn[j, : len(r)] = 1
     labels = ids.masked_fill(attn == 0, -100)
+    for j, i in enumerate(indices):
+        labels[j, : examples[i].loss_from] = -100
     styles = torch.tensor([examples[i].style for i in indices])
     return {"input_ids": ids, "attention_mask": attn, "labels": labels, "style_ids": styles}
 
@@ -144,7 +149,11 @@ def prepare_data(data_dir: str | os.PathLike, tok: Tokenizer, styles: list[str] 
     val_pairs = [(r, p) for r, p in pairs if r.split == "validation"] or train_pairs[-1:]
     if fit_velocities:
         tok.fit_velocities(p for _, p in train_pairs)
-    make = lambda ps: data_mod.examples(ps, tok, styles, cfg.window_bars, cfg.window_stride)  # noqa: E731
+    if cfg.task == "groove":
+        make = lambda ps: data_mod.groove_examples(ps, tok, styles)  # noqa: E731
+    else:
+        make = lambda ps: data_mod.examples(ps, tok, styles, cfg.window_bars,  # noqa: E731
+                                            cfg.window_stride)
     val = make(val_pairs)
     random.Random(cfg.seed).shuffle(val)
     return make(train_pairs), val[: cfg.max_val_examples], styles, skipped
@@ -235,8 +244,12 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     if resume and ckpt is None:
         raise FileNotFoundError(f"--resume: no checkpoint under {out / 'checkpoints'}")
     source = ckpt or init_from
+    if cfg.task not in ("generate", "groove"):
+        raise ValueError(f"task must be generate or groove, got {cfg.task!r}")
     base = model_mod.load(source) if source else None
     tok = base.tokenizer if base else Tokenizer()
+    if cfg.task == "groove":
+        tok = tok.extended(data_mod.GROOVE_TOKENS)
     base_styles = base.styles if base else list(GMD_STYLES)
     # a fine-tuned model keeps the velocity table its hit tokens were learned with
     train_ex, val_ex, styles, skipped = prepare_data(data_dir, tok, base_styles, cfg, emit,
@@ -245,6 +258,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
         raise ValueError("no training examples: every file was skipped or empty")
     if base:
         model = base.model
+        if len(tok) > model.config.vocab_size:  # new task tokens: new embedding rows
+            model.resize_token_embeddings(len(tok))
         if len(styles) > model.config.n_styles:
             emit({"event": "info", "message": f"new styles: {styles[model.config.n_styles:]}"})
             model.add_styles(len(styles) - model.config.n_styles)
