@@ -44,9 +44,10 @@ $(STAMPS)/venv-dev: requirements-dev.txt requirements.txt $(STAMPS)/venv
 apt:
 	@bash scripts/apt-install.sh $$(cat packages.txt)
 
-# The browser test uses Debian's Chromium (never `playwright install`, which downloads a browser).
+# The browser test uses Debian's Chromium (never `playwright install`, which downloads a browser);
+# the edit tests read MIDI written by LilyPond and abc2midi, as users' files are.
 apt-dev:
-	@bash scripts/apt-install.sh chromium
+	@bash scripts/apt-install.sh chromium lilypond abcmidi midicsv
 
 clean:
 	rm -rf $(VENV) .pytest_cache

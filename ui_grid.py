@@ -39,7 +39,7 @@ CSS = """
   display: flex; align-items: center; gap: 4px; padding-right: 6px; white-space: nowrap;
   width: 104px; box-sizing: border-box; }
 .dg-lock { cursor: pointer; border: 1px solid var(--border-color-primary); border-radius: 4px;
-  background: none; font-size: 11px; padding: 0 3px; min-width: 22px; }
+  background: none; font-size: 10px; padding: 0 3px; min-width: 34px; }
 .dg-lock[aria-pressed="true"] { background: #ffd24d; border-color: #b38600; }
 .dg-barsel { cursor: pointer; border: 1px solid var(--border-color-primary);
   background: none; border-radius: 4px; margin: 0 2px 2px 0; font-size: 11px; }
@@ -83,7 +83,7 @@ window.drumgenGrid = function (value) {
     '</span><label>New hits <select class="dg-vel">' +
     Object.keys(VELOCITY).map(k => '<option value="' + k + '"' + (k === state.velocity ? ' selected' : '') +
       '>' + k + ' (' + VELOCITY[k] + ')</option>').join('') +
-    '</select></label><span>Shift-click: accent, Alt-click: soft. Click a bar number to select it, a lock to keep a lane.</span></div>';
+    '</select></label><span>Shift-click: accent, Alt-click: soft. Click a bar number to select it; <b>keep</b> locks a lane.</span></div>';
   out += '<div class="dg-scroll"><div class="dg-grid" style="grid-template-columns: 104px repeat(' +
     (d.bars * steps) + ', 22px)"><div class="dg-label"></div>';
   for (let b = 0; b < d.bars; b++) {
@@ -95,7 +95,7 @@ window.drumgenGrid = function (value) {
     const drum = drums[r], isLocked = locked.includes(drum);
     out += '<div class="dg-label' + (isLocked ? ' dg-row-locked' : '') + '"><button class="dg-lock" data-lock="' +
       drum + '" aria-pressed="' + isLocked + '" title="Lock ' + esc(labels[r]) + ': keep it when regenerating">' +
-      (isLocked ? '&#128274;' : '&#128275;') + '</button>' + esc(labels[r]) + '</div>';
+      (isLocked ? 'kept' : 'keep') + '</button>' + esc(labels[r]) + '</div>';
     for (let b = 0; b < d.bars; b++) {
       for (let s = 0; s < steps; s++) {
         const h = on[b + ':' + s + ':' + drum];
