@@ -7,6 +7,7 @@ Run `make demo` (or `python app.py`). Listens on GRADIO_SERVER_NAME:GRADIO_SERVE
 from __future__ import annotations
 
 import argparse
+import functools
 import inspect
 import os
 import random
@@ -100,7 +101,8 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                           temperature=temperature, top_k=_int(top_k, "top_k"), top_p=top_p,
                           style_strength=style_strength, seed=_int(seed, "seed"),
                           variations=_int(variations, "variations"),
-                          fill=fill, density=_number_or_name(density), swing=swing,
+                          # the page sends an emptied number box as 0: "not set"
+                          fill=fill, density=_number_or_name(density), swing=swing or None,
                           humanize=humanize, prime=prime or None)
         result = service.generate(request, model or None, _kit(kit), midi_layout or "gm",
                                   audio=kit != NO_AUDIO_KIT)
@@ -201,6 +203,15 @@ def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=N
     return _edit("drumify", request, kit, midi_layout, model, None)
 
 
+def _api(fn):
+    """`fn` as a named endpoint: the same parameters and docstring (which the API page and
+    the MCP tool descriptions show), without the page's session history."""
+    @functools.wraps(fn)
+    def endpoint(*args):
+        return fn(*args)[:-1]
+    return endpoint
+
+
 def _edit_args(style, seed, tempo, temperature, top_k, top_p, style_strength, variations):
     return dict(style=style or "funk", seed=_int(seed, "seed"), tempo=tempo or None,
                 temperature=temperature, top_k=_int(top_k, "top_k"), top_p=top_p,
@@ -227,8 +238,8 @@ def _answer(result, kit, session, source):
     files = [str(p) for p in result.files] if len(result.takes) > 1 else None
     grid_value = _grid(take)
     return (_audio(take, kit), grid_value, str(take.midi), _path(take.wav), files, info,
-            result, gr.update(choices=choices, value=choices[0], visible=len(choices) > 1),
-            _push(session, grid_value, source))
+            gr.update(choices=choices, value=choices[0], visible=len(choices) > 1),
+            _push(session, grid_value, source, result))
 
 
 # -- the draft on the page --------------------------------------------------------------------
@@ -323,12 +334,17 @@ def _read_grid(grid):
         raise user_error(str(exc)) from None
 
 
-def _push(session, grid_value, source):
-    """The session's takes with `grid_value` after the current one (dropping any redo)."""
+def _push(session, grid_value, source, result=None):
+    """The session's takes with `grid_value` after the current one (dropping any redo).
+
+    One gr.State holds the whole session (takes, current index, the last result's
+    variations): Gradio's MCP server drops State outputs by index and fails when an event
+    has two of them."""
     session = dict(session or {"takes": [], "index": -1})
     takes = session["takes"][: session["index"] + 1] + [{"grid": grid_value, "source": source}]
     takes = takes[-MAX_TAKES:]
-    return {"takes": takes, "index": len(takes) - 1}
+    return {"takes": takes, "index": len(takes) - 1,
+            "result": result if result is not None else session.get("result")}
 
 
 def step_history(session, delta, kit, midi_layout, style):
@@ -348,7 +364,8 @@ def step_history(session, delta, kit, midi_layout, style):
             {**session, "index": index})
 
 
-def show_take(result, title, kit, session):
+def show_take(title, kit, session):
+    result = (session or {}).get("result")
     if not result or not title:
         return (gr.update(),) * 5
     take = next(t for t in result.takes if t.title == title)
@@ -659,8 +676,10 @@ def build() -> gr.Blocks:
                                           allow_custom_value=True,
                                           label="Density (or hits per bar)")
                     with gr.Row():
-                        swing = gr.Slider(50, 75, value=50, step=1, label="Swing %",
-                                          info="a preset sets its own; move it to override")
+                        # a number, not a slider, so that it can be empty (None): the
+                        # preset's own swing, else straight; choosing a preset shows its swing
+                        swing = gr.Number(None, label="Swing % (50-75)",
+                                          info="empty: the preset's, else straight")
                         humanize = gr.Slider(0, 1, value=0, step=0.05, label="Humanize")
                     kit = gr.Dropdown(kits, value=kits[0], label="Kit (sound)")
                     with gr.Accordion("More", open=False):
@@ -689,7 +708,7 @@ def build() -> gr.Blocks:
                     take = gr.Radio([], label="Variation", visible=False)
                     grid = gr.HTML(None, label="Drum grid (click to edit)", elem_id="drum-grid",
                                    html_template=ui_grid.TEMPLATE, css_template=ui_grid.CSS,
-                                   js_on_load=ui_grid.JS, show_label=True)
+                                   js_on_load=ui_grid.JS)
                     with gr.Row():
                         redo_lanes = gr.Button("Regenerate unlocked lanes", size="sm")
                         redo_bars = gr.Button("Regenerate selected bars", size="sm")
@@ -728,25 +747,29 @@ def build() -> gr.Blocks:
                 api_tempo = gr.Number(None, label="tempo")
                 track = gr.Number(None, label="track", precision=0)
                 api_buttons = [gr.Button(visible=False) for _ in range(4)]
-            state = gr.State()
-            outputs = [audio, grid, midi, wav, files, info, state, take, session]
+            # The named endpoints (API and MCP tools) take no State: Gradio's MCP server
+            # mis-handles State in queued events. The page's own buttons run the same
+            # functions as private events that also keep the session's undo history.
+            api_out = [audio, grid, midi, wav, files, info, take]
+            outputs = [*api_out, session]
             sampling = [temperature, top_k, top_p, style_strength, variations]
             page = [style, seed, *sampling, kit, midi_layout, model, session]
             inputs = [style, tempo, bars, temperature, top_k, top_p, seed, variations, fill,
-                      density, swing, humanize, kit, midi_layout, prime, model, style_strength,
-                      session]
+                      density, swing, humanize, kit, midi_layout, prime, model, style_strength]
             name_errors(generate, inputs)
-            go.click(generate, inputs, outputs, api_name="generate", concurrency_limit=2)
-            edit_out = [audio, grid, midi, wav, files, info, state, take, session]
+            go.click(generate, [*inputs, session], outputs, api_name="page_generate",
+                     api_visibility="private", concurrency_limit=2)
+            edit_out = outputs
             for fn, components, name in (
+                    (generate, inputs, "generate"),
                     (regenerate, [api_midi, style, seed, keep_drums, bars_text, as_fill,
-                                  api_tempo], "regenerate"),
-                    (groove, [api_midi, style, seed, strength, keep_velocity, api_tempo],
-                     "groove"),
-                    (drumify, [api_midi, style, seed, rhythm, track, api_tempo], "drumify")):
-                api_in = components + sampling + [kit, midi_layout, model]
-                name_errors(fn, api_in)
-                api_buttons.pop().click(fn, api_in, edit_out[:-1], api_name=name,
+                                  api_tempo, *sampling, kit, midi_layout, model], "regenerate"),
+                    (groove, [api_midi, style, seed, strength, keep_velocity, api_tempo,
+                              *sampling, kit, midi_layout, model], "groove"),
+                    (drumify, [api_midi, style, seed, rhythm, track, api_tempo, *sampling, kit,
+                               midi_layout, model], "drumify")):
+                name_errors(fn, components)
+                api_buttons.pop().click(_api(fn), components, api_out, api_name=name,
                                         concurrency_limit=2)
             redo_lanes.click(edit_lanes, [grid, *page], edit_out, api_visibility="private",
                              concurrency_limit=2)
@@ -773,7 +796,7 @@ def build() -> gr.Blocks:
                 None, link, link, js="(q) => q ? location.origin + location.pathname + q : q")
             demo.load(open_link, [kit, midi_layout, session],
                       [*shared, audio, grid, midi, wav, session], api_visibility="private")
-            take.change(show_take, [state, take, kit, session], [audio, grid, midi, wav, session],
+            take.change(show_take, [take, kit, session], [audio, grid, midi, wav, session],
                         api_visibility="private")
             # the list only shows when there can be something in it
             variations.change(lambda n: gr.update(visible=(n or 1) > 1), variations, files,

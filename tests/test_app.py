@@ -12,7 +12,6 @@ import time
 import zipfile
 from dataclasses import asdict
 from pathlib import Path
-from xml.etree import ElementTree
 
 import apputil
 import mido
@@ -21,6 +20,7 @@ import soundfile
 from gradio_client import handle_file
 from gradio_client.exceptions import AppError
 
+from drumgen.constants import DRUMS
 from drumgen.model import read_defaults
 
 pytestmark = pytest.mark.slow
@@ -103,12 +103,13 @@ def test_generate_returns_audio_grid_midi_wav_and_info(client):
     assert float(abs(samples).max()) > 0.02
     assert float((samples.astype("float64") ** 2).mean() ** 0.5) > 0.002
 
-    # the drum grid: an SVG with one dot per note of the .mid
-    svg = ElementTree.fromstring(plot)
-    assert svg.tag.endswith("svg") and svg.get("viewBox")
-    dots = [e for e in svg.iter() if e.tag.endswith("circle")]
+    # the drum grid: the groove as a draft, one hit per note of the .mid
     notes = [m for m in read_midi(midi) if m.type == "note_on" and m.velocity > 0]
-    assert len(dots) == len(notes) > 0
+    hits = plot["draft"]["hits"]
+    assert len(hits) == len(notes) > 0
+    assert plot["draft"]["bars"] == 4 and plot["draft"]["tempo"] == 100
+    assert {h["drum"] for h in hits} <= set(DRUMS)
+    assert sorted(h["velocity"] for h in hits) == sorted(m.velocity for m in notes)
 
     assert_drum_midi(midi, bars=4, tempo=100)
 
@@ -163,6 +164,14 @@ def test_a_producer_preset(client):
     assert "J Dilla" in info
     assert_drum_midi(midi, bars=4, tempo=88)
     assert abs(soundfile.info(audio).duration - 4 * 4 * 60 / 88) < 0.02
+
+
+def test_a_presets_swing_plays_unless_the_swing_is_set(client):
+    """Left out, swing is the preset's (J Dilla plays 58%); sent, it wins, straight included."""
+    own = generate(client, style="J Dilla", tempo=88, swing=None)[5]
+    assert "swing 58%" in own, own
+    straight = generate(client, style="J Dilla", tempo=88, swing=50)[5]
+    assert "swing 50%" in straight, straight
 
 
 def test_prime_with_a_real_gmd_groove(client, gmd):

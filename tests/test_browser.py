@@ -41,11 +41,11 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
         midi_link.wait_for(state="visible")
         page.locator("a[download][href$='.ogg']").first.wait_for(state="visible")
         page.locator("a[download][href$='.wav']").first.wait_for(state="visible")
-        grid = page.locator("#drum-grid svg")
+        grid = page.locator("#drum-grid .dg-grid")
         grid.wait_for(state="visible")
         box = grid.bounding_box()
         assert box and box["width"] > 300 and box["height"] > 100, box
-        assert grid.locator("circle").count() > 0
+        assert grid.locator("[data-cell][data-on='1'] .dg-hit").count() > 0
         page.get_by_text("seed 7", exact=False).first.wait_for(state="visible")
 
         with page.expect_download() as download_info:
