@@ -722,7 +722,7 @@ def build() -> gr.Blocks:
                         with gr.Row():
                             drumify_midi = gr.File(label="Any MIDI (bass line, melody...)",
                                                    file_types=[".mid", ".midi"],
-                                                   type="filepath")
+                                                   type="filepath", elem_id="drumify-midi")
                             rhythm = gr.Textbox(label="or type a rhythm (16 a bar)",
                                                 placeholder="x..x..x.x...x...")
                         drumify_go = gr.Button("Drumify", size="sm")

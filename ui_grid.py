@@ -169,8 +169,7 @@ if (!window.drumgenSpaceKey) {
     if (ev.code !== 'Space' || ev.repeat || (t && (t.isContentEditable ||
         ['INPUT', 'TEXTAREA', 'SELECT', 'BUTTON'].includes(t.tagName)))) return;
     const player = document.querySelector('#drum-audio');
-    const button = player && (player.querySelector('button[aria-label="Pause"]') ||
-      player.querySelector('button[aria-label="Play"]'));
+    const button = player && player.querySelector('.play-pause-button');
     if (button) { ev.preventDefault(); button.click(); }
   });
 }

@@ -40,7 +40,7 @@ def browser_page(url: str, **options):
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000}, **options)
+            page = browser.new_page(**{"viewport": {"width": 1400, "height": 1000}, **options})
             page.set_default_timeout(PAGE_TIMEOUT_MS)
             page.goto(url)
             yield page

@@ -85,9 +85,10 @@ def test_drumify_a_rhythm_and_a_bass_file(client, tmp_path):
         {(b, s) for b in range(2) for s in (0, 3, 6, 8, 12)}
     mid = mido.MidiFile(type=1)
     track = mido.MidiTrack([mido.MetaMessage("set_tempo", tempo=mido.bpm2tempo(92))])
+    prev = 0
     for step in (0, 6, 10):
         track.append(mido.Message("note_on", note=36, velocity=90, channel=0,
-                                  time=120 * (step - (0 if step == 0 else prev))))
+                                  time=120 * (step - prev)))
         track.append(mido.Message("note_off", note=36, velocity=0, channel=0, time=0))
         prev = step
     track.append(mido.MetaMessage("end_of_track", time=120 * (16 - prev)))
