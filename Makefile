@@ -9,13 +9,17 @@ export GRADIO_ANALYTICS_ENABLED := False
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: demo test setup setup-dev apt apt-dev bench lint clean
+.PHONY: demo test test-fast setup setup-dev apt apt-dev bench lint clean
 
 demo: setup
 	$(BIN)/python app.py
 
 test: setup-dev
 	$(BIN)/python -m pytest -q tests
+
+# The fast tier: everything not marked slow (no app server, no browser, no subprocess CLI).
+test-fast: setup-dev
+	$(BIN)/python -m pytest -q -m "not slow" tests
 
 lint: setup-dev
 	$(BIN)/ruff check drumgen app.py ui_grid.py tests bench

@@ -548,12 +548,23 @@ def train(data_source, zip_file, preset, epochs, minutes, name, progress=gr.Prog
     while not job.done or last != len(job.events):
         if len(job.events) != last:
             last = len(job.events)
-            yield _train_status(job), _loss_plot(job), gr.update()
+            _progress(progress, job)
+            yield _train_status(job), _loss_points(job), gr.update()
         time.sleep(0.5)
     if job.error:
         raise gr.Error(f"Training failed: {job.error}", duration=None)
-    yield (_train_status(job), _loss_plot(job),
+    yield (_train_status(job), _loss_points(job),
            gr.update(choices=list(service.models()), value=job.name))
+
+
+def _progress(progress, job) -> None:
+    step = next((e for e in reversed(job.events) if e["event"] == "step"), None)
+    if step and step["total"] < 1e8:
+        progress((step["step"], step["total"]), desc=f"training {job.name}", unit="steps")
+    elif step is None:
+        reading = next((e for e in reversed(job.events) if e["event"] == "reading"), None)
+        if reading:
+            progress((reading["done"], reading["total"]), desc="reading MIDI", unit="files")
 
 
 def stop_training():
@@ -582,22 +593,19 @@ def _train_status(job) -> str:
     return "  \n".join(lines)
 
 
-def _loss_plot(job):
-    from matplotlib.figure import Figure
-    fig = Figure(figsize=(6, 2.6), layout="constrained")
-    ax = fig.add_subplot()
+MAX_PLOT_POINTS = 400  # per curve: a long run is thinned, so the plot stays cheap to redraw
+
+
+def _loss_points(job):
+    """The loss curve as a table for gr.LinePlot: training loss (thinned to at most
+    MAX_PLOT_POINTS) and every validation loss."""
+    import pandas as pd
     steps = [e for e in job.events if e["event"] == "step"]
-    evals = [e for e in job.events if e["event"] == "eval"]
-    if steps:
-        ax.plot([e["step"] for e in steps], [e["loss"] for e in steps], lw=0.8, label="train")
-    if evals:
-        ax.plot([e["step"] for e in evals], [e["val_loss"] for e in evals], "o-",
-                label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("loss (nats/token)")
-    if steps or evals:
-        ax.legend(fontsize=8)
-    return fig
+    stride = max(1, len(steps) // MAX_PLOT_POINTS)
+    rows = [(e["step"], e["loss"], "train") for e in steps[::stride]]
+    rows += [(e["step"], e["val_loss"], "validation") for e in job.events
+             if e["event"] == "eval"]
+    return pd.DataFrame(rows, columns=["step", "loss", "curve"])
 
 
 # ---------------------------------------------------------------------------------------------
@@ -621,6 +629,19 @@ the model has not learned those producers. Fine-tune on your own MIDI (Train tab
 
 {presets}
 
+**Editing.** The grid is the draft. Click a cell to add or remove a hit (Shift-click: an
+accent, Alt-click: a soft hit). Press *keep* on the lanes you like and **Regenerate unlocked
+lanes**: the kept lanes stay exactly as they were and the model writes the rest around them.
+Click bar numbers and **Regenerate selected bars** (optionally as a fill): the other bars stay
+as they were. **Groove it** plays every hit with the model's velocity and timing in the
+style (*Groove strength* 0 = your pattern, 1 = the model's playing). **Drumify** turns any
+MIDI (a bass line, a melody) or a typed rhythm (`x..x..x.x...x...`, 16 a bar) into drums
+whose kicks and snares fall exactly on its onsets. **Undo** and **Redo** step through this
+session's takes; **Share link** gives a URL that reproduces the groove (and carries an
+edited draft). The same edits are endpoints (`/regenerate`, `/groove`, `/drumify`, `/draft`),
+CLI verbs (`python -m drumgen regenerate|groove|drumify`) and MCP tools
+(`/gradio_api/mcp/sse`).
+
 **API.** Every button is an endpoint. From Python:
 ```python
 from gradio_client import Client
@@ -629,8 +650,12 @@ audio, grid, midi, wav, files, info, _variations = client.predict(
     style="funk", tempo=100, bars=4, seed=7, api_name="/generate")
 ```
 Parameters left out take the page's defaults; temperature, top_k, top_p and style_strength
-start at the model's saved generation defaults. `grid` is an SVG string; `files` lists every
-variation's files when `variations` > 1.
+start at the model's saved generation defaults. `grid` is the groove as a draft (bars, tempo
+and hits with bar, step, drum, velocity and offset); `files` lists every variation's files
+when `variations` > 1. Edits: `client.predict(midi=handle_file("in.mid"),
+keep_drums="kick,snare", api_name="/regenerate")`, or `bars="3,4", fill=True`;
+`/groove` takes `strength` and `keep_velocity`; `/drumify` takes `midi` (and `track`) or
+`rhythm`.
 Ranges: bars 1-16, tempo 40-300, temperature 0.05-2, top_k 0-2000 (0 = off), top_p 0.05-1,
 style_strength 0-3 (1 = the style as trained, 0 = no particular style),
 seed 0-2147483647, variations 1-8, density auto/sparse/normal/busy or 1-64 hits per bar,
@@ -821,7 +846,7 @@ def build() -> gr.Blocks:
                                      type="filepath")
                     t_preset = gr.Radio(["debug", "small"], value="small", label="Model size")
                     with gr.Row():
-                        epochs = gr.Number(value=None, label="Epochs", minimum=0)
+                        epochs = gr.Number(value=0, label="Epochs (0 = no limit)", minimum=0)
                         minutes = gr.Number(value=10, label="Time budget (minutes)", minimum=0)
                     name = gr.Textbox("my-model", label="Model name")
                     with gr.Row():
@@ -830,7 +855,8 @@ def build() -> gr.Blocks:
                         stop = gr.Button("Stop", variant="stop")
                 with gr.Column():
                     status = gr.Markdown()
-                    curve = gr.Plot(label="Loss")
+                    curve = gr.LinePlot(x="step", y="loss", color="curve",
+                                        label="Loss (nats/token)", height=260)
             name_errors(train, [source, upload, t_preset, epochs, minutes, name])
             start.click(train, [source, upload, t_preset, epochs, minutes, name],
                         [status, curve, model], api_name="train", concurrency_limit=1,

@@ -4,6 +4,7 @@ fit-velocities, roundtrip, data fetch|stats."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -15,7 +16,8 @@ DEFAULT_TEMPO = 100.0
 def _data_arg(parser: argparse.ArgumentParser, required: bool = False) -> None:
     parser.add_argument("--data", type=Path, default=None, required=required,
                         help=f"data folder (GMD with info.csv, or style folders of MIDI); "
-                             f"default ${data_mod.ENV_VAR} or ../shared/data/groove")
+                             f"default ${data_mod.ENV_VAR}, ../shared/data/groove, then "
+                             f"{data_mod.CACHE_GMD}")
 
 
 def _resolve_data(path: Path | None) -> Path:
@@ -185,9 +187,9 @@ def cmd_data(args) -> None:
         kwargs = {"url": args.url} if args.url else {}
         if args.sha256:
             kwargs["sha256"] = args.sha256
-        # by default where --data looks: $DRUMGEN_DATA, else ../shared/data/groove (never
-        # inside the checkout, where the dataset could be committed by mistake)
-        dest = args.dest or data_mod.default_data_dir() or data_mod.DEFAULT_GMD
+        # by default $DRUMGEN_DATA, else the cache that --data searches last
+        env = os.environ.get(data_mod.ENV_VAR)
+        dest = args.dest or (Path(env) if env else data_mod.CACHE_GMD)
         folder = data_mod.fetch_gmd(dest, progress=progress, **kwargs)
         bar.close()
         print(f"Groove MIDI Dataset ready at {folder} (CC BY 4.0, Gillick et al. 2019)")
@@ -316,7 +318,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = d.add_subparsers(dest="action", required=True)
     f = dsub.add_parser("fetch")
     f.add_argument("--dest", type=Path, default=None,
-                   help=f"default ${data_mod.ENV_VAR} or ../shared/data/groove")
+                   help=f"default ${data_mod.ENV_VAR}, else {data_mod.CACHE_GMD}")
     f.add_argument("--url", default=None)
     f.add_argument("--sha256", default=None)
     s = dsub.add_parser("stats")

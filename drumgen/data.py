@@ -50,12 +50,21 @@ class Dataset:
         return [r for r in self.records if r.split == name]
 
 
+#: Where `python -m drumgen data fetch` puts GMD when no place is named (outside the checkout,
+#: where the dataset could be committed by mistake).
+CACHE_GMD = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "drumgen" / "groove"
+
+
 def default_data_dir() -> Path | None:
-    """$DRUMGEN_DATA, else ../shared/data/groove beside the checkout, if it exists."""
+    """Where GMD is, looked for in order: $DRUMGEN_DATA; ../shared/data/groove beside the
+    checkout; the cache `data fetch` fills (CACHE_GMD). None if none has it."""
     env = os.environ.get(ENV_VAR)
     if env:
         return Path(env)
-    return DEFAULT_GMD if DEFAULT_GMD.is_dir() else None
+    for place in (DEFAULT_GMD, CACHE_GMD):
+        if (place / "info.csv").is_file():
+            return place
+    return None
 
 
 def load(root: str | os.PathLike) -> Dataset:

@@ -9,6 +9,7 @@ import math
 import os
 import random
 import threading
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -33,6 +34,7 @@ CONTEXT_BARS = 4  # bars of context carried into the next pass when a groove is 
 #: about 33 tokens on average, and EditGrammar closes bars early rather than overflow.
 FREE_TOKENS_PER_BAR = 48
 GROOVE_HEAD = "groove"  # a model folder's Groove-task model, if it has one
+MAX_LOADED = 4  # models kept in memory (each Groove head counts as one)
 
 
 # All of drumgen's inference math runs on this one thread. PyTorch's CPU ops run on an OpenMP
@@ -139,8 +141,11 @@ class Generator:
     (folder, device): every caller shares one instance. `generate` is thread-safe: the model
     runs on the one inference thread, one request at a time."""
 
-    _cache: dict[tuple[str, str], Generator] = {}
+    #: loaded models, least recently used first; a server whose users train many models
+    #: keeps at most MAX_LOADED of them in memory
+    _cache: OrderedDict[tuple[str, str], Generator] = OrderedDict()
     _cache_lock = threading.Lock()
+    _loading: dict[tuple[str, str], threading.Lock] = {}
 
     def __init__(self, bundle: model_mod.Bundle, device: torch.device):
         self.bundle, self.device = bundle, device
@@ -153,11 +158,22 @@ class Generator:
         device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         key = (str(folder), device)
         with cls._cache_lock:
-            if key not in cls._cache:
-                dtype = torch.float16 if device.startswith("cuda") else torch.float32
-                bundle = on_inference_thread(model_mod.load, folder, device, dtype)
-                cls._cache[key] = cls(bundle, torch.device(device))
-            return cls._cache[key]
+            if key in cls._cache:
+                cls._cache.move_to_end(key)
+                return cls._cache[key]
+            lock = cls._loading.setdefault(key, threading.Lock())
+        with lock:  # one load per model; loading one never blocks requests for another
+            with cls._cache_lock:
+                if key in cls._cache:
+                    return cls._cache[key]
+            dtype = torch.float16 if device.startswith("cuda") else torch.float32
+            loaded = cls(model_mod.load(folder, device, dtype), torch.device(device))
+            with cls._cache_lock:
+                cls._cache[key] = loaded
+                while len(cls._cache) > MAX_LOADED:
+                    cls._cache.popitem(last=False)
+                cls._loading.pop(key, None)
+            return loaded
 
     @property
     def styles(self) -> list[str]:

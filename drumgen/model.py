@@ -15,7 +15,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
 from .pattern import atomic_write_bytes
-from .tokenizer import Tokenizer
+from .tokenizer import TokenError, Tokenizer
 
 #: name -> (layers, width, heads, positions). `small` was chosen by measurement: see
 #: bench/generate.py and the model card. `seed` is the original design's size.
@@ -158,6 +158,8 @@ def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
     try:
         tokenizer = Tokenizer.load(folder)
         styles = json.loads((folder / "styles.json").read_text())
+    except TokenError as exc:  # saved with other tokenizer settings
+        raise ModelError(f"{folder}: {exc}") from None
     except (ValueError, TypeError) as exc:
         raise ModelError(f"{folder}: a JSON file is corrupt ({exc})") from None
     try:

@@ -90,6 +90,14 @@ def bucket_center(edges: tuple[float, ...], index: int) -> float:
 
 
 VELOCITY_FILE = "velocities.json"
+SETTINGS_FILE = "tokenizer.json"
+
+
+def settings(steps_per_bar: int = 16) -> dict:
+    """What a model's tokens mean, saved beside its vocabulary (SETTINGS_FILE)."""
+    return {"steps_per_bar": steps_per_bar, "max_steps_per_bar": MAX_STEPS_PER_BAR,
+            "drums": list(DRUMS), "velocity_bins": VELOCITY_BINS, "shift_bins": SHIFT_BINS,
+            "tempo_edges": list(TEMPO_EDGES), "density_edges": list(DENSITY_EDGES)}
 
 
 def _check_velocities(table) -> list[list[int]]:
@@ -148,13 +156,32 @@ class Tokenizer:
     def save(self, folder: str | os.PathLike) -> None:
         atomic_write_bytes(Path(folder) / "vocab.json", json.dumps(self.vocab).encode())
         atomic_write_bytes(Path(folder) / VELOCITY_FILE, json.dumps(self.velocities).encode())
+        atomic_write_bytes(Path(folder) / SETTINGS_FILE,
+                           json.dumps(settings(self.steps_per_bar), indent=1).encode())
 
     @classmethod
     def load(cls, folder: str | os.PathLike) -> Tokenizer:
-        """The folder's vocabulary, and its velocity table (bin centres where it has none)."""
-        table = Path(folder) / VELOCITY_FILE
+        """The folder's vocabulary, and its velocity table (bin centres where it has none).
+        Refuses a folder whose saved settings (SETTINGS_FILE) differ from this code's: its
+        tokens would mean something else here. Folders from before the file load as they
+        are."""
+        folder = Path(folder)
+        saved = folder / SETTINGS_FILE
+        steps = 16
+        if saved.is_file():
+            theirs = json.loads(saved.read_text())
+            steps = theirs.get("steps_per_bar", 16)
+            ours = settings(steps)
+            wrong = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
+            if wrong:
+                raise TokenError(f"{SETTINGS_FILE} says the model was trained with other "
+                                 f"tokenizer settings ({', '.join(wrong)}: "
+                                 f"{[theirs.get(k) for k in wrong]} here "
+                                 f"{[ours.get(k) for k in wrong]}); load it with the drumgen "
+                                 "version that trained it")
+        table = folder / VELOCITY_FILE
         velocities = json.loads(table.read_text()) if table.is_file() else None
-        return cls(json.loads((Path(folder) / "vocab.json").read_text()), velocities=velocities)
+        return cls(json.loads((folder / "vocab.json").read_text()), steps, velocities)
 
     def fit_velocities(self, patterns) -> Tokenizer:
         """Decode each (drum, velocity bin) to the mean velocity of those hits in `patterns`;

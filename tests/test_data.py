@@ -87,7 +87,7 @@ def test_load_gmd_matches_info_csv(gmd):
     assert load(gmd).records == dataset.records  # load() sees info.csv
 
 
-def test_load_gmd_reports_missing_files(tmp_path):
+def test_load_gmd_reports_missing_files(tmp_path, gmd):
     rows = gmd_rows("validation")[:2]
     listed = [{**r, "midi_filename": str(GMD / r["midi_filename"])} for r in rows]
     listed.append({**rows[0], "midi_filename": "drummer99/session1/1_funk_90_beat_4-4.mid"})

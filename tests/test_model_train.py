@@ -85,10 +85,10 @@ def test_corrupt_model_folder_gives_clear_error(tmp_path, debug_model, damage):
         model_mod.load(folder)
 
 
-def test_training_lowers_loss_and_writes_checkpoints(tmp_path, small_gmd):
+def test_training_lowers_loss_and_writes_checkpoints(tmp_path, train_data):
     events = []
     summary = train(TrainConfig(preset="debug", epochs=3, batch_size=8, checkpoint_every=10,
-                                keep_checkpoints=2, warmup_steps=5, lr=3e-3), small_gmd,
+                                keep_checkpoints=2, warmup_steps=5, lr=3e-3), train_data,
                     tmp_path / "run", callback=events.append)
     evals = [e["val_loss"] for e in events if e["event"] == "eval"]
     steps = [e for e in events if e["event"] == "step"]
@@ -108,28 +108,28 @@ def test_training_lowers_loss_and_writes_checkpoints(tmp_path, small_gmd):
     assert max(lrs) == pytest.approx(3e-3, rel=0.05) and lrs[-1] < lrs[len(lrs) // 2]
 
 
-def test_resume_continues_from_saved_step(tmp_path, small_gmd):
+def test_resume_continues_from_saved_step(tmp_path, train_data):
     cfg = TrainConfig(preset="debug", epochs=1, batch_size=8, checkpoint_every=5)
-    first = train(cfg, small_gmd, tmp_path / "run")
+    first = train(cfg, train_data, tmp_path / "run")
     saved = json.loads((latest_checkpoint(tmp_path / "run") / "trainer_state.json").read_text())
     assert saved["step"] == first["step"]
     events = []
     cfg.epochs = 2
-    second = train(cfg, small_gmd, tmp_path / "run", resume=True, callback=events.append)
+    second = train(cfg, train_data, tmp_path / "run", resume=True, callback=events.append)
     steps = [e["step"] for e in events if e["event"] == "step"]
     assert steps[0] == first["step"] + 1
     assert second["step"] == 2 * first["step"]
     assert any("resumed" in e.get("message", "") for e in events)
 
 
-def test_cli_fit_velocities_gives_an_older_model_its_table(tmp_path, debug_model, small_gmd):
+def test_cli_fit_velocities_gives_an_older_model_its_table(tmp_path, debug_model, train_data):
     folder = tmp_path / "old"
     shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
     trained = model_mod.load(folder).tokenizer.velocities
     (folder / "velocities.json").unlink()  # as saved before the table existed
     assert model_mod.load(folder).tokenizer.velocities == Tokenizer().velocities
     result = subprocess.run([sys.executable, "-m", "drumgen", "fit-velocities", "--model",
-                             str(folder), "--data", str(small_gmd)], cwd=ROOT,
+                             str(folder), "--data", str(train_data)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     # the same training split gives the table training wrote
@@ -139,14 +139,14 @@ def test_cli_fit_velocities_gives_an_older_model_its_table(tmp_path, debug_model
     real, centres, table = map(float, means.groups())
     assert abs(table - real) < 0.2 < abs(centres - real), result.stdout
     bad = subprocess.run([sys.executable, "-m", "drumgen", "fit-velocities", "--model",
-                          str(tmp_path / "nowhere"), "--data", str(small_gmd)], cwd=ROOT,
+                          str(tmp_path / "nowhere"), "--data", str(train_data)], cwd=ROOT,
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and "no model folder" in bad.stderr
 
 
-def test_resume_without_checkpoint_is_an_error(tmp_path, small_gmd):
+def test_resume_without_checkpoint_is_an_error(tmp_path, train_data):
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
-        train(TrainConfig(preset="debug", epochs=1), small_gmd, tmp_path / "new", resume=True)
+        train(TrainConfig(preset="debug", epochs=1), train_data, tmp_path / "new", resume=True)
 
 
 def _user_folder(root: Path, gmd: Path, style: str, count: int) -> Path:
@@ -198,32 +198,32 @@ def test_style_balance_sets_each_styles_share(balance, rare_share):
         assert sorted(i for b in batches for i in b) == list(range(len(examples)))
 
 
-def test_style_balance_out_of_range_is_an_error(tmp_path, small_gmd):
+def test_style_balance_out_of_range_is_an_error(tmp_path, train_data):
     with pytest.raises(ValueError, match="style_balance"):
-        train(TrainConfig(preset="debug", epochs=1, style_balance=2), small_gmd, tmp_path)
+        train(TrainConfig(preset="debug", epochs=1, style_balance=2), train_data, tmp_path)
 
 
-def test_time_budget_stops_training(tmp_path, small_gmd):
+def test_time_budget_stops_training(tmp_path, train_data):
     start = time.time()
     summary = train(TrainConfig(preset="debug", time_budget=0.1, batch_size=8,
-                                checkpoint_every=1000), small_gmd, tmp_path / "run")
+                                checkpoint_every=1000), train_data, tmp_path / "run")
     assert summary["reason"] in ("time budget", "done")
     assert time.time() - start < 60
 
 
-def test_stop_callback_stops_training(tmp_path, small_gmd):
+def test_stop_callback_stops_training(tmp_path, train_data):
     events = []
-    summary = train(TrainConfig(preset="debug", epochs=50, batch_size=8), small_gmd,
+    summary = train(TrainConfig(preset="debug", epochs=50, batch_size=8), train_data,
                     tmp_path / "run", callback=events.append,
                     should_stop=lambda: sum(e["event"] == "step" for e in events) >= 3)
     assert summary["reason"] == "stopped" and summary["step"] == 3
     assert model_mod.load(tmp_path / "run")  # stopping still leaves a usable model
 
 
-def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, small_gmd):
+def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, train_data):
     """SIGKILL mid-run: the last complete checkpoint loads, and --resume continues from it."""
     out = tmp_path / "run"
-    base = [sys.executable, "-m", "drumgen", "train", "--data", str(small_gmd), "--preset",
+    base = [sys.executable, "-m", "drumgen", "train", "--data", str(train_data), "--preset",
             "debug", "--batch-size", "4", "--epochs", "100", "--out", str(out)]
     proc = subprocess.Popen(base + ["--checkpoint-every", "3"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import GMD, ROOT, gmd_rows
+from conftest import GMD, ROOT, gmd_params, gmd_rows
 
 from drumgen.constants import GMD_STYLES, SHIFT_BINS, VELOCITY_BINS
 from drumgen.fidelity import compare, roundtrip
@@ -32,8 +33,11 @@ KEPT_MIN, P99_MAX_MS, MAE_MAX = 0.98, 10.0, 6.0
 
 
 def _one_beat_per_style(n: int = 10) -> list[str]:
-    """The first 4/4 groove (not fill) of each of the `n` most common GMD styles."""
+    """The first 4/4 groove (not fill) of each of the `n` most common GMD styles (none
+    without GMD)."""
     rows = gmd_rows()
+    if not rows:
+        return []
     out = []
     for style in GMD_STYLES[:n]:
         out.append(next(r["midi_filename"] for r in rows if r["style"].split("/")[0] == style
@@ -56,8 +60,8 @@ HEAD = "BOS TEMPO_3 DENS_2"
 # ---------------------------------------------------------------------------------------------
 # Fidelity on real data
 
-@pytest.mark.parametrize("midi_filename", _one_beat_per_style())
-def test_roundtrip_real_file(tok, midi_filename):
+@pytest.mark.parametrize("midi_filename", gmd_params(_one_beat_per_style()))
+def test_roundtrip_real_file(tok, midi_filename, gmd):
     pattern = Pattern.from_midi(GMD / midi_filename)
     ids = tok.encode(pattern) + [tok.eos]
     assert tok.check(ids, bars=pattern.bars) == []
@@ -76,7 +80,7 @@ def test_roundtrip_real_file(tok, midi_filename):
     assert max(figures["timing_ms"]) <= pattern.step_seconds * 1000 / SHIFT_BINS / 2 + 1e-6
 
 
-def test_roundtrip_whole_validation_split(tok):
+def test_roundtrip_whole_validation_split(tok, gmd):
     rows = gmd_rows("validation")
     timing, velocity_errors, hits_in, kept, skipped = [], 0.0, 0, 0, []
     for row in rows:
@@ -103,7 +107,7 @@ def test_roundtrip_whole_validation_split(tok):
     assert share >= KEPT_MIN and p99 <= P99_MAX_MS and mae <= MAE_MAX
 
 
-def test_tokens_per_bar_is_compact(tok):
+def test_tokens_per_bar_is_compact(tok, gmd):
     per_bar = []
     for row in gmd_rows("train")[::25]:
         pattern = Pattern.from_midi(GMD / row["midi_filename"])
@@ -357,7 +361,7 @@ def test_vocabulary_saves_and_loads(tok, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["velocities.json", "vocab.json"]
 
 
-def test_appending_a_token_keeps_existing_ids(tok, tmp_path):
+def test_appending_a_token_keeps_existing_ids(tok, tmp_path, gmd):
     (tmp_path / "vocab.json").write_text(json.dumps(base_vocab() + ["STYLE_CUE"]))
     grown = Tokenizer.load(tmp_path)
     assert len(grown) == len(tok) + 1 and grown.ids["STYLE_CUE"] == len(tok)
@@ -403,7 +407,7 @@ def test_a_reordered_vocabulary_decodes_the_same(tok):
 # ---------------------------------------------------------------------------------------------
 # The CLI
 
-def test_cli_roundtrip(tok, tmp_path):
+def test_cli_roundtrip(tok, tmp_path, gmd):
     source = GMD / _one_beat_per_style(2)[1]
     out = tmp_path / "out.mid"
     run = subprocess.run([sys.executable, "-m", "drumgen", "roundtrip", str(source), str(out)],
@@ -434,3 +438,21 @@ def test_cli_roundtrip(tok, tmp_path):
 def test_one_beat_per_style_picks_distinct_styles():
     files = _one_beat_per_style()
     assert len(files) == 10 == len({Path(f).name.split("_")[1].split("-")[0] for f in files})
+
+
+def test_a_model_folder_saves_its_tokenizer_settings_and_others_are_refused(tmp_path):
+    """The shipped model's tokenizer.json matches this code; a folder saved with other
+    settings (here, other tempo buckets) is refused with the setting named."""
+    from drumgen.model import ModelError, load
+    from drumgen.tokenizer import SETTINGS_FILE, settings
+    shipped = ROOT / "models" / "drumgen-small"
+    assert json.loads((shipped / SETTINGS_FILE).read_text()) == settings(16)
+    folder = tmp_path / "model"
+    shutil.copytree(shipped, folder)
+    theirs = settings(16)
+    theirs["tempo_edges"] = [60, *theirs["tempo_edges"][1:]]
+    (folder / SETTINGS_FILE).write_text(json.dumps(theirs))
+    with pytest.raises(ModelError, match="tempo_edges"):
+        load(folder)
+    (folder / SETTINGS_FILE).unlink()  # a folder from before the file: loads as it is
+    assert load(folder).tokenizer.vocab == load(shipped).tokenizer.vocab
