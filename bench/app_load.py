@@ -18,6 +18,7 @@ Starts app.py as a subprocess on a free port (as a user would), then measures, i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import threading
@@ -28,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import apputil  # noqa: E402  (the tests' launcher: one way to start the app)
 import httpx  # noqa: E402
+from gradio_client import handle_file  # noqa: E402
 
 ARGS = dict(style="funk", tempo=100, bars=4, temperature=0.95, top_k=0, top_p=0.95)
 
@@ -76,36 +78,79 @@ def browser_click_to_audio(url: str, calls: int) -> list[float]:
     return times
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--clients", type=int, default=12)
-    parser.add_argument("--per-client", type=int, default=4)
-    args = parser.parse_args()
+EDIT_CLICK_JS = """async () => {
+  const link = () => document.querySelector("a[download][href$='.mid']").getAttribute('href');
+  const before = link();
+  const cell = document.querySelector("[data-cell][data-drum='crash'][data-bar='0']" +
+                                      "[data-step='" + (Math.floor(Math.random() * 16)) + "']");
+  const start = performance.now();
+  const ready = new Promise(resolve => {
+    const watch = new MutationObserver(() => {
+      const a = document.querySelector("a[download][href$='.ogg']");
+      if (link() !== before && a && a.getAttribute('href').includes('draft')) {
+        watch.disconnect(); resolve(performance.now() - start); }
+    });
+    watch.observe(document.body, {subtree: true, childList: true, attributes: true});
+  });
+  cell.click();
+  return await ready;
+}"""
+
+
+def browser_edit_click(url: str, calls: int) -> list[float]:
+    """Seconds from a click on a grid cell until the player holds the edited draft's audio."""
+    if not apputil.CHROMIUM.is_file():
+        return []
+    times = []
+    with apputil.browser_page(url) as page:
+        page.get_by_role("button", name="Generate", exact=True).click()
+        page.locator("[data-cell]").first.wait_for(state="attached")
+        page.locator("a[download][href$='.mid']").first.wait_for(state="visible")
+        for i in range(calls + 1):
+            ms = page.evaluate(EDIT_CLICK_JS)
+            page.wait_for_timeout(300)
+            if i:
+                times.append(ms / 1000)
+    return times
+
+
+def measure(args, env: dict) -> dict:
+    """Every figure for one app started with `env`."""
+    out = {}
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        app = apputil.launch(Path(tmp) / "app", one_thread=False)  # as `make demo` runs it
-        started = time.perf_counter() - start
+        app = apputil.launch(Path(tmp) / "app", one_thread=False, env=env)  # as `make demo`
+        out["start"] = time.perf_counter() - start
         try:
             client = app.client(Path(tmp) / "dl")
             client.predict(**ARGS, seed=0, api_name="/generate")  # warm-up
             bare = app.client(downloads=False)
-            to_audio = []
+            out["to_audio"], out["edit"], out["every_file"], out["var8"] = [], [], [], []
             with httpx.Client() as player:
                 for i in range(args.calls):
                     t = time.perf_counter()
-                    out = bare.predict(**ARGS, seed=i, api_name="/generate")
-                    audio = player.get(out[0]["url"])
-                    audio.raise_for_status()
-                    assert len(audio.content) > 1000  # the OGG is here
-                    to_audio.append(time.perf_counter() - t)
-            every_file = []
+                    res = bare.predict(**ARGS, seed=i, api_name="/generate")
+                    player.get(res[0]["url"]).raise_for_status()
+                    out["to_audio"].append(time.perf_counter() - t)
+                midi = client.predict(**ARGS, seed=1, api_name="/generate")[2]
+                for i in range(args.calls):
+                    t = time.perf_counter()
+                    res = bare.predict(midi=handle_file(midi), style="funk", seed=i,
+                                       keep_drums="kick,snare", api_name="/regenerate")
+                    player.get(res[0]["url"]).raise_for_status()
+                    out["edit"].append(time.perf_counter() - t)
+                for i in range(max(3, args.calls // 4)):
+                    t = time.perf_counter()
+                    res = bare.predict(**ARGS, seed=i, variations=8, api_name="/generate")
+                    player.get(res[0]["url"]).raise_for_status()
+                    out["var8"].append(time.perf_counter() - t)
             for i in range(args.calls):
                 t = time.perf_counter()
-                out = client.predict(**ARGS, seed=i, api_name="/generate")
-                assert Path(out[0]).stat().st_size > 0
-                every_file.append(time.perf_counter() - t)
-            browser = browser_click_to_audio(app.url, args.calls)
+                res = client.predict(**ARGS, seed=i, api_name="/generate")
+                assert Path(res[0]).stat().st_size > 0
+                out["every_file"].append(time.perf_counter() - t)
+            out["browser"] = browser_click_to_audio(app.url, args.calls)
+            out["browser_edit"] = browser_edit_click(app.url, args.calls)
             latencies, lock = [], threading.Lock()
 
             def user(i: int) -> None:
@@ -122,22 +167,41 @@ def main() -> None:
                 t.start()
             for t in threads:
                 t.join()
-            wall = time.perf_counter() - t0
+            out["wall"], out["load"] = time.perf_counter() - t0, latencies
         finally:
             app.stop()
-    print(f"app start (launch to first answer): {started:.1f} s")
-    print(f"click to audio (gradio_client call + the audio file), {args.calls} sequential "
-          f"calls: p50 {pct(to_audio, 0.5) * 1000:.0f} ms, p90 {pct(to_audio, 0.9) * 1000:.0f} ms")
-    print(f"gradio_client downloading every file (audio, .mid, .wav): p50 "
-          f"{pct(every_file, 0.5) * 1000:.0f} ms, p90 {pct(every_file, 0.9) * 1000:.0f} ms")
-    if browser:
-        print(f"click to audio in Chromium (click -> player holds the audio): p50 "
-              f"{pct(browser, 0.5) * 1000:.0f} ms, p90 {pct(browser, 0.9) * 1000:.0f} ms")
-    else:
-        print("click to audio in Chromium: skipped (no /usr/bin/chromium or no playwright)")
-    print(f"{args.clients} concurrent clients x {args.per_client}: {len(latencies)} calls in "
-          f"{wall:.1f} s = {len(latencies) / wall:.2f} grooves/s; latency p50 "
-          f"{pct(latencies, 0.5):.2f} s, p95 {pct(latencies, 0.95):.2f} s")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--calls", type=int, default=20)
+    parser.add_argument("--clients", type=int, default=12)
+    parser.add_argument("--per-client", type=int, default=4)
+    args = parser.parse_args()
+    # side by side: torch's own thread count on this machine (what the app ran with before
+    # DRUMGEN_THREADS), and drumgen's default
+    configs = {f"DRUMGEN_THREADS={os.cpu_count()}": {"DRUMGEN_THREADS": str(os.cpu_count())},
+               "default": {}}
+    results = {name: measure(args, env) for name, env in configs.items()}
+    ms = lambda v, q: f"{pct(v, q) * 1000:.0f} ms" if v else "n/a"  # noqa: E731
+    print("| figure | " + " | ".join(results) + " |")
+    print("|---|" + "---|" * len(results))
+    rows = [("app start to first answer", lambda r: f"{r['start']:.1f} s"),
+            ("click to audio, gradio_client, p50 / p90",
+             lambda r: f"{ms(r['to_audio'], .5)} / {ms(r['to_audio'], .9)}"),
+            ("same, every file downloaded, p50",
+             lambda r: ms(r["every_file"], .5)),
+            ("8 variations, call to first audio, p50", lambda r: ms(r["var8"], .5)),
+            ("after an edit (/regenerate kick+snare), p50", lambda r: ms(r["edit"], .5)),
+            ("Chromium, click Generate to player, p50 / p90",
+             lambda r: f"{ms(r['browser'], .5)} / {ms(r['browser'], .9)}"),
+            ("Chromium, click a grid cell to new audio, p50",
+             lambda r: ms(r["browser_edit"], .5)),
+            (f"{args.clients} x {args.per_client} concurrent: grooves/s, p95",
+             lambda r: f"{len(r['load']) / r['wall']:.2f}, {pct(r['load'], 0.95):.2f} s")]
+    for label, fn in rows:
+        print(f"| {label} | " + " | ".join(fn(r) for r in results.values()) + " |")
 
 
 if __name__ == "__main__":

@@ -37,6 +37,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drumgen import data as data_mod  # noqa: E402
+from drumgen.data import quantize  # noqa: E402
 from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
 from drumgen.evaluate import (  # noqa: E402
     MIN_VAL_GROOVES,
@@ -48,13 +49,9 @@ from drumgen.evaluate import (  # noqa: E402
 )
 from drumgen.feel import Feel, apply  # noqa: E402
 from drumgen.generate import Generator  # noqa: E402
-from drumgen.pattern import Hit, Pattern  # noqa: E402
+from drumgen.pattern import Pattern  # noqa: E402
 
 KEPT = (0, 1)  # kick, snare
-
-
-def quantized(p: Pattern) -> Pattern:
-    return Pattern([Hit(h.bar, h.step, h.drum, 90, 0.0) for h in p.hits], p.bars, p.tempo)
 
 
 def bass_line(p: Pattern) -> bytes:
@@ -97,6 +94,18 @@ def groove_figures(real: Pattern, played: Pattern) -> tuple[float, float, float]
     return corr, float(np.abs(po - ro).mean()), float(np.abs(ro).mean())
 
 
+def groove_one(gen, real: Pattern, style: str, seed: int, times: dict, gv: dict) -> None:
+    q = quantize(real)
+    g = timed(times, "groove", gen.groove, GrooveRequest(midi=q, style=style, seed=seed))
+    for name, played in (("model", g.pattern), ("model, one draw", g.raw),
+                         ("humanize 1.0", apply(q, Feel(humanize=1.0), seed))):
+        gv[name].append(groove_figures(real, played))
+        gv[name + " vel"] += [h.velocity for h in played.hits]
+        gv[name + " off"] += [h.offset for h in played.hits]
+    gv["real vel"] += [h.velocity for h in real.hits]
+    gv["real off"] += [h.offset for h in real.hits]
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
@@ -115,7 +124,10 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=None)
     parser.add_argument("--per-style", type=int, default=16)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ops", default="keep,bars,groove,drumify",
+                        help="keep,bars,groove,drumify (all), or groove alone")
     args = parser.parse_args()
+    ops = set(args.ops.split(","))
     root = args.data or data_mod.default_data_dir()
     if root is None:
         raise SystemExit("no data: pass --data or set DRUMGEN_DATA (GMD with info.csv)")
@@ -136,7 +148,7 @@ def main() -> None:
 
     rng = random.Random(args.seed)
     times: dict[str, list[float]] = defaultdict(list)
-    gen.groove(GrooveRequest(midi=quantized(val[styles[0]][0]), style=styles[0], seed=0))
+    gen.groove(GrooveRequest(midi=quantize(val[styles[0]][0]), style=styles[0], seed=0))
     rows, kept_ok, bars_ok, total = [], 0, 0, 0
     gv = defaultdict(list)  # groove figures, pooled over styles
     for style in styles:
@@ -145,6 +157,10 @@ def main() -> None:
         for real in picks:
             seed = rng.randrange(2**31)
             total += 1
+            if "groove" in ops:
+                groove_one(gen, real, style, seed, times, gv)
+            if "keep" not in ops:
+                continue
             k = timed(times, "keep drums", gen.regenerate, RegenerateRequest(
                 midi=real, keep_drums="kick,snare", style=style, seed=seed))
             kept_ok += (k.pattern.bars == 4 and sorted(h for h in k.pattern.hits
@@ -156,15 +172,6 @@ def main() -> None:
                 sorted(h for h in real.hits if h.bar < 2)
             out["bars"].append(b.pattern.slice(2, 4))
             out["real_bars"].append(real.slice(2, 4))
-            q = quantized(real)
-            g = timed(times, "groove", gen.groove, GrooveRequest(midi=q, style=style, seed=seed))
-            for name, played in (("model", g.pattern), ("model, one draw", g.raw),
-                                 ("humanize 1.0", apply(q, Feel(humanize=1.0), seed))):
-                gv[name].append(groove_figures(real, played))
-                gv[name + " vel"] += [h.velocity for h in played.hits]
-                gv[name + " off"] += [h.offset for h in played.hits]
-            gv["real vel"] += [h.velocity for h in real.hits]
-            gv["real off"] += [h.offset for h in real.hits]
             onsets = {(h.bar, h.step) for h in real.hits if h.drum in KEPT}
             if not onsets:  # no kick or snare to make a bass line of
                 continue
@@ -175,6 +182,8 @@ def main() -> None:
             out["onset_cover"].append(len(onsets & ks) / max(1, len(onsets)))
             out["kick_on"].append(np.mean([k in onsets for k in kicks]) if kicks else 1.0)
             out["drumify"].append(d.pattern)
+        if "keep" not in ops:
+            continue
         rows.append((style, len(picks), acc(picks, style), acc(out["keep"], style),
                      acc(out["real_bars"], style), acc(out["bars"], style),
                      acc(out["drumify"], style), float(np.mean(out["onset_cover"])),
@@ -182,6 +191,17 @@ def main() -> None:
 
     print(f"model {gen.bundle.path}, {total} validation grooves of 4 bars, "
           f"{len(styles)} styles\n")
+    if rows:
+        style_table(rows, kept_ok, bars_ok, total)
+    if gv:
+        groove_table(gv)
+    print("\n| operation (4 bars) | p50 | p90 |\n|---|---|---|")
+    for name, values in times.items():
+        print(f"| {name} | {statistics.median(values) * 1000:.0f} ms | "
+              f"{pct(values, 0.9) * 1000:.0f} ms |")
+
+
+def style_table(rows, kept_ok: int, bars_ok: int, total: int) -> None:
     print(f"Kept lanes identical: {kept_ok}/{total}; kept bars identical: {bars_ok}/{total}\n")
     print("| style | grooves | acc. real | keep kick+snare | real bars 3-4 | regenerated "
           "bars 3-4 | drumify | onsets with kick/snare | kicks on an onset |")
@@ -190,6 +210,9 @@ def main() -> None:
         print(f"| {r[0]} | {r[1]} | " + " | ".join(f"{v:.2f}" for v in r[2:]) + " |")
     means = np.mean([r[2:] for r in rows], axis=0)
     print("| **mean** | | " + " | ".join(f"{v:.2f}" for v in means) + " |\n")
+
+
+def groove_table(gv: dict) -> None:
     print("Groove (quantized at velocity 90, then played):\n")
     print("| playing | velocity r (mean) | timing error (16ths) | grid's error | "
           "velocity OA | offset OA |\n|---|---|---|---|---|---|")
@@ -198,10 +221,6 @@ def main() -> None:
         print(f"| {name} | {np.nanmean(figs[:, 0]):.3f} | {figs[:, 1].mean():.4f} | "
               f"{figs[:, 2].mean():.4f} | {overlap(gv[name + ' vel'], gv['real vel']):.3f} | "
               f"{overlap(gv[name + ' off'], gv['real off']):.3f} |")
-    print("\n| operation (4 bars) | p50 | p90 |\n|---|---|---|")
-    for name, values in times.items():
-        print(f"| {name} | {statistics.median(values) * 1000:.0f} ms | "
-              f"{pct(values, 0.9) * 1000:.0f} ms |")
 
 
 if __name__ == "__main__":

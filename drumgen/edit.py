@@ -241,7 +241,8 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
         probs = logits[start:start + VELOCITY_BINS * SHIFT_BINS].float().softmax(-1)
         grid = probs.view(VELOCITY_BINS, SHIFT_BINS)
         vel = float(grid.sum(1) @ torch.tensor(table[drum], dtype=torch.float32))
-        played[row].append((vel, _median_shift(grid.sum(0))))
+        off = float(grid.sum(0) @ _SHIFT_CENTRES)
+        played[row].append((vel, off))
 
     def finish(raw: Pattern, i: int) -> Pattern:
         return _played(pattern, cells, played[i], req.strength, req.keep_velocity)
@@ -259,17 +260,6 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
 
 
 _SHIFT_CENTRES = torch.tensor([bin_shift(s) for s in range(SHIFT_BINS)], dtype=torch.float32)
-
-
-def _median_shift(probs: torch.Tensor) -> float:
-    """The median of a distribution over the shift bins, interpolated within its bin. The
-    median, not the mean: it is the guess with the least absolute timing error, and a
-    drummer's offsets are skewed (bench/edit.py compares it with the grid's error)."""
-    cdf = probs.cumsum(0)
-    k = int((cdf < 0.5).sum().clamp(max=SHIFT_BINS - 1))
-    below = float(cdf[k - 1]) if k else 0.0
-    inside = (0.5 - below) / max(float(probs[k]), 1e-9)
-    return float(_SHIFT_CENTRES[k]) + (min(max(inside, 0.0), 1.0) - 0.5) / SHIFT_BINS
 
 
 def drumify(gen: Generator, req: DrumifyRequest) -> list[Groove]:

@@ -46,6 +46,28 @@ MAX_LOADED = 4  # models kept in memory (each Groove head counts as one)
 _INFERENCE = ThreadPoolExecutor(max_workers=1, thread_name_prefix="drumgen-inference")
 
 
+def inference_threads() -> int:
+    """Torch's intra-op threads for the inference thread: $DRUMGEN_THREADS, else 1 on a
+    machine of up to 4 cores and half the cores (at most 8) above that. At this model size a
+    decoding step is a few small matrix products, so extra threads mostly wait; on a 2-core
+    server they also take cores from the web server and its clients (bench/app_load.py
+    measures both settings side by side)."""
+    raw = os.environ.get("DRUMGEN_THREADS", "").strip()
+    if raw:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"DRUMGEN_THREADS must be a whole number; got {raw!r}") from None
+        if value < 1:
+            raise ValueError(f"DRUMGEN_THREADS must be at least 1; got {value}")
+        return value
+    cores = os.cpu_count() or 1
+    return 1 if cores <= 4 else min(8, cores // 2)
+
+
+_INFERENCE.submit(lambda: torch.set_num_threads(inference_threads())).result()
+
+
 def on_inference_thread(fn, *args, **kwargs):
     """`fn(*args, **kwargs)` on the inference thread (directly, if already on it)."""
     if threading.current_thread().name.startswith("drumgen-inference"):

@@ -191,10 +191,11 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             logits = torch.zeros((n, model.config.vocab_size), device=device)
             logits[live] = fast.step(step_ids[live]).float()
         elif engine == "hf":
+            # `cache`: transformers 5.24 renamed `past_key_values` (removed in 5.40)
             result = model(input_ids=step_ids, style_ids=styles, attention_mask=attn,
-                           position_ids=step_pos, past_key_values=past, use_cache=True,
+                           position_ids=step_pos, cache=past, use_cache=True,
                            style_strength=style_strength)
-            past = result.past_key_values
+            past = result.cache
             logits = result.logits[:, -1].float()
         else:
             logits = model(input_ids=ids, style_ids=styles, attention_mask=attn,

@@ -103,13 +103,14 @@ class RunningApp:
 
 
 def launch(home: Path, *args: str, timeout: float = START_TIMEOUT_S,
-           one_thread: bool = True) -> RunningApp:
+           one_thread: bool = True, env: dict | None = None) -> RunningApp:
     """Start `python app.py *args` on a free port and wait until it answers; fail with the
     app's log if it exits or does not answer within `timeout` seconds."""
     home.mkdir(parents=True, exist_ok=True)
     for sub in ("tmp", "gradio", "models"):
         (home / sub).mkdir(exist_ok=True)
     port = free_port()
+    extra = env or {}
     env = {**os.environ,
            "GRADIO_SERVER_PORT": str(port), "GRADIO_SERVER_NAME": "127.0.0.1",
            "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1",
@@ -120,6 +121,7 @@ def launch(home: Path, *args: str, timeout: float = START_TIMEOUT_S,
     if one_thread:  # a 2-core machine: one math thread keeps the app polite next to the tests
         env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1")
     env.pop("DRUMGEN_SHARE", None)
+    env.update(extra)
     log = home / "app.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), *args], cwd=ROOT,

@@ -20,6 +20,7 @@ from drumgen import data as data_mod
 from drumgen import model as model_mod
 from drumgen.data import Example
 from drumgen.model import ModelError
+from drumgen.pattern import Pattern
 from drumgen.tokenizer import Tokenizer
 from drumgen.train import TrainConfig, _batches, latest_checkpoint, train
 
@@ -33,10 +34,10 @@ def test_save_load_roundtrip(tmp_path):
                               model_mod.GenerationDefaults(temperature=0.8))
     model_mod.save(bundle, tmp_path / "m")
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == sorted(
-        (*model_mod.FILES, "velocities.json"))
+        (*model_mod.FILES, "velocities.json", "tokenizer.json"))
     # readable by the user a server runs as, whoever saved it (transformers writes 0600)
     assert {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "m").iterdir()} == {
-        name: "0o644" for name in (*model_mod.FILES, "velocities.json")}
+        name: "0o644" for name in (*model_mod.FILES, "velocities.json", "tokenizer.json")}
     loaded = model_mod.load(tmp_path / "m")
     assert loaded.styles == bundle.styles
     assert loaded.tokenizer.vocab == tok.vocab
@@ -247,3 +248,35 @@ def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, trai
                             capture_output=True, text=True, timeout=180)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resumed from {last.name} at step {step}" in result.stdout + result.stderr
+
+
+def test_groove_task_fine_tune_becomes_the_models_groove_head(tmp_path, debug_model, train_data):
+    """`train --task groove` extends the vocabulary with GROOVE and PLAY, learns only the
+    performance tokens, and the result, saved as a model's groove/ folder, plays Groove."""
+    from drumgen.data import GROOVE_TOKENS, quantize
+    from drumgen.edit import GrooveRequest
+    from drumgen.generate import Generator
+    folder = tmp_path / "model"
+    shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
+    summary = train(TrainConfig(preset="debug", epochs=1, batch_size=8, checkpoint_every=1000,
+                                warmup_steps=2, task="groove"), train_data, folder / "groove",
+                    init_from=debug_model)
+    assert summary["step"] > 0
+    head = model_mod.load(folder / "groove")
+    assert head.tokenizer.vocab[-2:] == list(GROOVE_TOKENS)
+    assert head.model.config.vocab_size == len(head.tokenizer)
+    gen = Generator.load(folder, device="cpu")
+    stiff = quantize(Pattern.from_midi(next((train_data / "funk").glob("*.mid"))).slice(0, 4))
+    out = gen.groove(GrooveRequest(midi=stiff, style="funk", seed=0))[0]
+    assert out.settings["player"] == "groove head"
+    assert {(h.bar, h.step, h.drum) for h in out.pattern.hits} == \
+        {(h.bar, h.step, h.drum) for h in stiff.hits}
+    assert gen.tokenizer.check(out.tokens, bars=4) == []
+
+
+def test_the_shipped_model_has_a_groove_head():
+    from drumgen.generate import Generator
+    gen = Generator.load(ROOT / "models" / "drumgen-small", device="cpu")
+    head = gen.groove_head()
+    assert head is not None and "PLAY" in head.tokenizer.ids
+    assert head.styles == gen.styles
