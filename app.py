@@ -111,6 +111,26 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
     return _answer(result, kit, session, "generate")
 
 
+#: The sampling and output parameters every edit endpoint shares, for their docstrings (the
+#: API page and the MCP tool descriptions read them).
+EDIT_ARGS_DOC = """
+        temperature: sampling temperature (default: the model's).
+        top_k: top-k, 0 = off (default: the model's).
+        top_p: nucleus mass (default: the model's).
+        style_strength: 0 to 3 (default: the model's).
+        variations: results to write at once, 1 to 8.
+        kit: the sound kit for the audio.
+        midi_layout: gm, td11 or multitrack.
+        model: a model name (default: the shipped model).
+"""
+
+
+def _edit_args_doc(fn):
+    fn.__doc__ = fn.__doc__.rstrip() + EDIT_ARGS_DOC
+    return fn
+
+
+@_edit_args_doc
 def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=False, tempo=None,
                temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
                kit=None, midi_layout="gm", model=None):
@@ -128,14 +148,6 @@ def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=F
         bars: comma-separated bars to rewrite, 1-based (2-4 for a range).
         fill: write the rewritten bars as fills.
         tempo: bpm of the result (empty: the file's own tempo).
-        temperature: sampling temperature (default: the model's).
-        top_k: top-k, 0 = off (default: the model's).
-        top_p: nucleus mass (default: the model's).
-        style_strength: 0 to 3 (default: the model's).
-        variations: results to write at once, 1 to 8.
-        kit: the sound kit for the audio.
-        midi_layout: gm, td11 or multitrack.
-        model: a model name (default: the shipped model).
     """
     request = RegenerateRequest(midi=midi, keep_drums=keep_drums or None, bars=bars or None,
                                 fill=bool(fill), **_edit_args(style, seed, tempo, temperature,
@@ -144,6 +156,7 @@ def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=F
     return _edit("regenerate", request, kit, midi_layout, model, None)
 
 
+@_edit_args_doc
 def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tempo=None,
            temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
            kit=None, midi_layout="gm", model=None):
@@ -157,14 +170,6 @@ def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tem
         strength: 0 = the input as it is, 1 = the model's playing.
         keep_velocity: keep the input's velocities and change only the timing.
         tempo: bpm of the result (empty: the file's own tempo).
-        temperature: sampling temperature (default: the model's).
-        top_k: top-k, 0 = off (default: the model's).
-        top_p: nucleus mass (default: the model's).
-        style_strength: 0 to 3 (default: the model's).
-        variations: results to write at once, 1 to 8.
-        kit: the sound kit for the audio.
-        midi_layout: gm, td11 or multitrack.
-        model: a model name (default: the shipped model).
     """
     request = GrooveRequest(midi=midi, strength=strength, keep_velocity=bool(keep_velocity),
                             **_edit_args(style, seed, tempo, temperature, top_k, top_p,
@@ -172,6 +177,7 @@ def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tem
     return _edit("groove", request, kit, midi_layout, model, None)
 
 
+@_edit_args_doc
 def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=None,
             temperature=None, top_k=None, top_p=None, style_strength=None, variations=1,
             kit=None, midi_layout="gm", model=None):
@@ -187,14 +193,6 @@ def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=N
         rhythm: a typed rhythm instead of midi: 16 characters a bar, x = onset, . = rest.
         track: take the rhythm from this track only (1-based; empty: every track).
         tempo: bpm (empty: the file's own tempo; 120 for a typed rhythm).
-        temperature: sampling temperature (default: the model's).
-        top_k: top-k, 0 = off (default: the model's).
-        top_p: nucleus mass (default: the model's).
-        style_strength: 0 to 3 (default: the model's).
-        variations: results to write at once, 1 to 8.
-        kit: the sound kit for the audio.
-        midi_layout: gm, td11 or multitrack.
-        model: a model name (default: the shipped model).
     """
     request = DrumifyRequest(midi=midi or None, rhythm=rhythm or None,
                              track=_int(track, "track"),

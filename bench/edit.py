@@ -5,7 +5,9 @@
 On real 4-bar validation grooves (GMD's validation split; the model never trained on it):
 
 - keep drums: kick and snare kept, the rest regenerated. Kept lanes identical, bar count,
-  and the style classifier's accuracy against real held-out grooves (the ceiling).
+  the style classifier's accuracy against real held-out grooves (the ceiling), and the
+  feature overlap ratio (as `evaluate` reports it for generate: overlap with real validation
+  bars over the overlap of real training bars with them).
 - regenerate bars: bars 3-4 rewritten. Bars 1-2 identical, and bars 3-4 classified as the
   style as often as the real bars 3-4.
 - groove: the groove quantized as a user types it (every hit on the grid at velocity 90),
@@ -42,6 +44,8 @@ from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noq
 from drumgen.evaluate import (  # noqa: E402
     MIN_VAL_GROOVES,
     _grooves,
+    bar_features,
+    feature_overlaps,
     groove_vector,
     overlap,
     predict,
@@ -184,8 +188,12 @@ def main() -> None:
             out["drumify"].append(d.pattern)
         if "keep" not in ops:
             continue
+        feats = lambda ps: [bar_features(p, b) for p in ps for b in range(p.bars)]  # noqa: E731
+        real_feats = feats(val[style])
+        ratio = (np.nanmean(list(feature_overlaps(feats(out["keep"]), real_feats).values()))
+                 / np.nanmean(list(feature_overlaps(feats(train[style]), real_feats).values())))
         rows.append((style, len(picks), acc(picks, style), acc(out["keep"], style),
-                     acc(out["real_bars"], style), acc(out["bars"], style),
+                     float(ratio), acc(out["real_bars"], style), acc(out["bars"], style),
                      acc(out["drumify"], style), float(np.mean(out["onset_cover"])),
                      float(np.mean(out["kick_on"]))))
 
@@ -203,9 +211,9 @@ def main() -> None:
 
 def style_table(rows, kept_ok: int, bars_ok: int, total: int) -> None:
     print(f"Kept lanes identical: {kept_ok}/{total}; kept bars identical: {bars_ok}/{total}\n")
-    print("| style | grooves | acc. real | keep kick+snare | real bars 3-4 | regenerated "
-          "bars 3-4 | drumify | onsets with kick/snare | kicks on an onset |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("| style | grooves | acc. real | keep kick+snare | keep: overlap ratio | real bars 3-4 |"
+          " regenerated bars 3-4 | drumify | onsets with kick/snare | kicks on an onset |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r[0]} | {r[1]} | " + " | ".join(f"{v:.2f}" for v in r[2:]) + " |")
     means = np.mean([r[2:] for r in rows], axis=0)

@@ -21,7 +21,15 @@ from .constants import DRUM_GROUPS, DRUMS, MAX_EDIT_BARS, SHIFT_BINS, VELOCITY_B
 from .constraints import BarSpec, Slot, exact_bar
 from .data import GROOVE_BARS, groove_prompt
 from .feel import Feel, apply
-from .generate import Generator, Groove, RequestError, _check_number
+from .generate import (
+    Generator,
+    Groove,
+    RequestError,
+    _check_number,
+    _density_bucket,
+    check_density,
+    check_sampling,
+)
 from .pattern import Hit, MidiError, Pattern, Rhythm, parse_rhythm, read_rhythm
 from .tokenizer import bin_shift, density_bucket, shift_bin, tempo_bucket, velocity_bin
 
@@ -49,17 +57,7 @@ class EditRequest:
     def validate(self) -> None:
         if self.tempo is not None:
             _check_number("tempo", self.tempo, 40, 300)
-        _check_number("variations", self.variations, 1, 8, integer=True)
-        if self.temperature is not None:
-            _check_number("temperature", self.temperature, 0.05, 2.0)
-        if self.top_k is not None:
-            _check_number("top_k", self.top_k, 0, 2000, integer=True)
-        if self.top_p is not None:
-            _check_number("top_p", self.top_p, 0.05, 1.0)
-        if self.style_strength is not None:
-            _check_number("style_strength", self.style_strength, 0, 3)
-        if self.seed is not None:
-            _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        check_sampling(self)
 
 
 @dataclass
@@ -274,13 +272,7 @@ def drumify(gen: Generator, req: DrumifyRequest) -> list[Groove]:
         specs.append(BarSpec(steps, slots, [everything if s in onsets else others
                                             for s in range(steps)]))
     pattern = Pattern([], rhythm.bars, rhythm.tempo, rhythm.time_signature)
-    from .generate import _density_bucket
-    if isinstance(req.density, str) and req.density.strip().lower() not in (
-            "auto", "sparse", "normal", "busy"):
-        raise RequestError("density must be auto, sparse, normal, busy or a number of hits "
-                           f"per bar from 1 to 64; got {req.density!r}")
-    if not isinstance(req.density, str):
-        _check_number("density", req.density, 1, 64)
+    check_density(req.density)
     return _run(gen, req, pattern, specs, [False] * rhythm.bars, _density_bucket(req.density),
                 {"onsets": sum(len(o) for o in rhythm.onsets)}, lambda raw, i: raw)
 

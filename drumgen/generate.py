@@ -102,17 +102,7 @@ class Request:
         """Raise `RequestError` naming the first bad parameter and its allowed range."""
         _check_number("bars", self.bars, 1, MAX_BARS, integer=True)
         _check_number("tempo", self.tempo, 40, 300)
-        _check_number("variations", self.variations, 1, 8, integer=True)
-        if self.temperature is not None:
-            _check_number("temperature", self.temperature, 0.05, 2.0)
-        if self.top_k is not None:
-            _check_number("top_k", self.top_k, 0, 2000, integer=True)
-        if self.top_p is not None:
-            _check_number("top_p", self.top_p, 0.05, 1.0)
-        if self.style_strength is not None:
-            _check_number("style_strength", self.style_strength, 0, 3)
-        if self.seed is not None:
-            _check_number("seed", self.seed, 0, 2**31 - 1, integer=True)
+        check_sampling(self)
         if self.swing is not None:
             _check_number("swing", self.swing, 50, 75)
         _check_number("humanize", self.humanize, 0, 1)
@@ -120,12 +110,28 @@ class Request:
             raise RequestError(f"fill must be true or false; got {self.fill!r}")
         if not isinstance(self.style, str) or not self.style.strip():
             raise RequestError("style must be a style or preset name; got an empty value")
-        if isinstance(self.density, str):
-            if self.density.strip().lower() not in ("auto", *DENSITY_NAMES):
-                raise RequestError("density must be auto, sparse, normal, busy or a number of "
-                                   f"hits per bar from 1 to 64; got {self.density!r}")
-        else:
-            _check_number("density", self.density, 1, 64)
+        check_density(self.density)
+
+
+def check_density(density: str | float) -> None:
+    if isinstance(density, str):
+        if density.strip().lower() not in ("auto", *DENSITY_NAMES):
+            raise RequestError("density must be auto, sparse, normal, busy or a number of "
+                               f"hits per bar from 1 to 64; got {density!r}")
+    else:
+        _check_number("density", density, 1, 64)
+
+
+def check_sampling(request) -> None:
+    """The checks every request that samples shares (generate and the edits): variations,
+    temperature, top_k, top_p, style_strength and seed (None: the model's default)."""
+    _check_number("variations", request.variations, 1, 8, integer=True)
+    for name, lo, hi, integer in (("temperature", 0.05, 2.0, False), ("top_k", 0, 2000, True),
+                                  ("top_p", 0.05, 1.0, False), ("style_strength", 0, 3, False),
+                                  ("seed", 0, 2**31 - 1, True)):
+        value = getattr(request, name)
+        if value is not None:
+            _check_number(name, value, lo, hi, integer=integer)
 
 
 def _check_number(name: str, value, lo: float, hi: float, integer: bool = False) -> None:

@@ -126,3 +126,17 @@ def debug_model(tmp_path_factory, train_data) -> Path:
 def shipped() -> Path:
     assert (SHIPPED / "model.safetensors").is_file(), "the shipped model is missing"
     return SHIPPED
+
+
+@pytest.fixture(scope="session")
+def app(tmp_path_factory):
+    """The real app.py, one process for the whole session (tests/apputil.py)."""
+    import apputil
+    with apputil.shared_app(tmp_path_factory) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    """A gradio_client for `app`, downloading into the app's downloads/ folder."""
+    return app.client()

@@ -30,17 +30,6 @@ PPQ = 480
 CALL_TIMEOUT_S = 120
 
 
-@pytest.fixture(scope="session")
-def app(tmp_path_factory):
-    with apputil.shared_app(tmp_path_factory) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.client()
-
-
 def generate(client, **changes):
     return client.submit(**{**FUNK, **changes}, api_name="/generate").result(
         timeout=CALL_TIMEOUT_S)
@@ -263,7 +252,9 @@ def test_train_on_an_uploaded_zip_then_generate_with_it(app, client, gmd, tmp_pa
 
     status, curve, models = job.result(timeout=300)
     assert "Finished" in status, status
-    assert curve["type"] == "matplotlib"
+    assert curve["columns"] == ["step", "loss", "curve"]  # a gr.LinePlot's data
+    kinds = {row[2] for row in curve["data"]}
+    assert kinds == {"train", "validation"} and len(curve["data"]) <= 400 + 10
     name = models["value"]
     assert name.startswith("ci-debug-")
     assert name in [c[0] for c in models["choices"]]

@@ -8,7 +8,6 @@ import asyncio
 import json
 import re
 
-import apputil
 import mido
 import pytest
 from gradio_client import handle_file
@@ -19,17 +18,6 @@ from drumgen.pattern import Pattern
 pytestmark = pytest.mark.slow
 
 CALL_TIMEOUT_S = 120
-
-
-@pytest.fixture(scope="session")
-def app(tmp_path_factory):
-    with apputil.shared_app(tmp_path_factory) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
-def client(app):
-    return app.client()
 
 
 def call(client, api_name, **kwargs):

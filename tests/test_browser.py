@@ -25,12 +25,6 @@ pytestmark = pytest.mark.slow
 README_SHOT = apputil.ROOT / "docs" / "screenshot.png"
 
 
-@pytest.fixture(scope="session")
-def app(tmp_path_factory):
-    with apputil.shared_app(tmp_path_factory) as running:
-        yield running
-
-
 def test_generate_listen_download_in_the_browser(app, tmp_path):
     shot = tmp_path / "screenshot.png"
     with apputil.browser_page(app.url, accept_downloads=True) as page:

@@ -19,12 +19,6 @@ pytestmark = pytest.mark.slow
 MIDI_LINK = "a[download][href$='.mid']"
 
 
-@pytest.fixture(scope="session")
-def app(tmp_path_factory):
-    with apputil.shared_app(tmp_path_factory) as running:
-        yield running
-
-
 @pytest.fixture()
 def page(app):
     with apputil.browser_page(app.url, accept_downloads=True) as page:

@@ -7,7 +7,6 @@ import threading
 import time
 from pathlib import Path
 
-import apputil
 import pytest
 
 from drumgen import service
@@ -22,12 +21,6 @@ def rss_bytes() -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError("no VmRSS")
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory):
-    with apputil.shared_app(tmp_path_factory) as running:
-        yield running
 
 
 def test_twelve_concurrent_clients_all_succeed(app, tmp_path):

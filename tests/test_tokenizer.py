@@ -358,7 +358,8 @@ def test_vocabulary_saves_and_loads(tok, tmp_path):
     pattern = Pattern([Hit(0, 0, 0, 100), Hit(0, 6, 3, 40, 0.2)], 1, 120)
     assert loaded.encode(pattern) == tok.encode(pattern)
     # atomic: no temp file
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["velocities.json", "vocab.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "tokenizer.json", "velocities.json", "vocab.json"]
 
 
 def test_appending_a_token_keeps_existing_ids(tok, tmp_path, gmd):
