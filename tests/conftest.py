@@ -39,6 +39,17 @@ def pytest_configure(config):
     GMD = found if found and (found / "info.csv").is_file() else None
 
 
+def pytest_terminal_summary(terminalreporter):
+    """Skipped tests as one line per reason (the GMD line says how to get the data)."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    for reason, count in reasons.items():
+        terminalreporter.write_line(f"SKIPPED {count} test(s): {reason}")
+
+
 def pytest_report_header(config):
     return f"GMD: {GMD}" if GMD else f"GMD: none, so its tests are skipped: {NO_GMD}"
 

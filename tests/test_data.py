@@ -483,6 +483,7 @@ def test_safe_extract_unpacks_a_good_zip(tmp_path):
 # ---------------------------------------------------------------------------------------------
 # python -m drumgen data stats
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_stats_on_a_gmd_folder(small_gmd):
     with open(small_gmd / "info.csv", newline="") as f:
         rows = list(csv.DictReader(f))

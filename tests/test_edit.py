@@ -267,6 +267,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_verbs_on_a_real_gmd_file(gmd_groove, tmp_path):
     src = tmp_path / "in.mid"
     gmd_groove.save(src)
@@ -300,6 +301,7 @@ def test_cli_verbs_on_a_real_gmd_file(gmd_groove, tmp_path):
     (["drumify", "--rhythm", "x..x..x."], "rhythm: 8 steps"),
     (["groove", "{empty}"], "midi: "),
 ])
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_bad_input_exits_2_with_the_reason(gmd_groove, tmp_path, args, words):
     src, empty = tmp_path / "in.mid", tmp_path / "empty.mid"
     gmd_groove.save(src)
@@ -341,6 +343,7 @@ def lilypond(source: str, folder: Path) -> Path:
     return next(folder.glob("in.mid*"))
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_drumify_a_lilypond_bass_line_from_the_cli(tmp_path):
     bass = lilypond(LILY_BASS, tmp_path)
     rhythm = read_rhythm(bass)
@@ -354,6 +357,7 @@ def test_drumify_a_lilypond_bass_line_from_the_cli(tmp_path):
     assert kick_snare_steps(out) == {(b, s) for b, o in enumerate(rhythm.onsets) for s in o}
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_keep_drums_and_generate_prime_on_lilypond_drums_keep_its_tempo(tmp_path):
     drums = lilypond(LILY_DRUMS, tmp_path)
     source = Pattern.from_midi(drums)

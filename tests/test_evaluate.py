@@ -55,6 +55,7 @@ def test_target_misses_names_each_target_missed_and_only_those():
     assert target_misses(report) == ["offset_sd: overlap ratio 0.750, under 0.9"]
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
     out_json = tmp_path / "eval" / "report.json"
     code = cli.main(["evaluate", "--model", str(shipped), "--data", str(small_gmd),

@@ -263,6 +263,7 @@ def test_generator_is_cached(shipped):
     assert Generator.load(shipped, "cpu") is Generator.load(shipped, "cpu")
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_generate_writes_midi_and_wav(tmp_path):
     out = tmp_path / "groove.mid"
     run = subprocess.run([sys.executable, "-m", "drumgen", "generate", "--style", "funk",

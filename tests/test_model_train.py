@@ -123,6 +123,7 @@ def test_resume_continues_from_saved_step(tmp_path, train_data):
     assert any("resumed" in e.get("message", "") for e in events)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_fit_velocities_gives_an_older_model_its_table(tmp_path, debug_model, train_data):
     folder = tmp_path / "old"
     shutil.copytree(debug_model, folder, ignore=shutil.ignore_patterns("checkpoints"))
@@ -221,6 +222,7 @@ def test_stop_callback_stops_training(tmp_path, train_data):
     assert model_mod.load(tmp_path / "run")  # stopping still leaves a usable model
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_killed_training_leaves_a_loadable_checkpoint_and_resumes(tmp_path, train_data):
     """SIGKILL mid-run: the last complete checkpoint loads, and --resume continues from it."""
     out = tmp_path / "run"

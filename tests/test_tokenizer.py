@@ -408,6 +408,7 @@ def test_a_reordered_vocabulary_decodes_the_same(tok):
 # ---------------------------------------------------------------------------------------------
 # The CLI
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_roundtrip(tok, tmp_path, gmd):
     source = GMD / _one_beat_per_style(2)[1]
     out = tmp_path / "out.mid"
@@ -436,7 +437,7 @@ def test_cli_roundtrip(tok, tmp_path, gmd):
     assert not (tmp_path / "x.mid").exists()
 
 
-def test_one_beat_per_style_picks_distinct_styles():
+def test_one_beat_per_style_picks_distinct_styles(gmd):
     files = _one_beat_per_style()
     assert len(files) == 10 == len({Path(f).name.split("_")[1].split("-")[0] for f in files})
 
