@@ -640,7 +640,7 @@ edited draft). The same edits are endpoints (`/regenerate`, `/groove`, `/drumify
 CLI verbs (`python -m drumgen regenerate|groove|drumify`) and MCP tools
 (`/gradio_api/mcp/sse`).
 
-**API.** Every button is an endpoint. From Python:
+**API.** Every operation is a named endpoint. From Python:
 ```python
 from gradio_client import Client
 client = Client("http://127.0.0.1:7860/")
