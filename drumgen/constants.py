@@ -64,12 +64,14 @@ SHIFT_BINS = 16
 
 #: Tempo buckets (bpm upper edges) for the tempo conditioning token; GMD spans about 50-230 bpm.
 TEMPO_EDGES: tuple[float, ...] = (70, 85, 95, 105, 115, 130, 150)
-#: Density buckets (mean hits per bar, upper edges); GMD's median is 19, p90 30 (DESIGN.md).
+#: Density buckets (mean hits per bar, upper edges); GMD's median is 19, p90 30 (measured over
+#: the whole dataset with `python -m drumgen data stats`).
 DENSITY_EDGES: tuple[float, ...] = (6, 10, 14, 18, 22, 26, 32)
 #: Named densities -> a target of hits per bar.
 DENSITY_NAMES: dict[str, float] = {"sparse": 9.0, "normal": 17.0, "busy": 29.0}
 
-#: GMD primary styles, most files first (DESIGN.md); the shipped model's conditioning styles.
+#: GMD primary styles, most files first (counted from GMD's info.csv, the part of `style`
+#: before "/"); the shipped model's conditioning styles.
 GMD_STYLES: tuple[str, ...] = (
     "rock", "funk", "jazz", "latin", "hiphop", "soul", "afrocuban", "punk", "neworleans",
     "country", "pop", "reggae", "gospel", "afrobeat", "dance", "blues", "highlife", "middleeastern",

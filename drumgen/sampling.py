@@ -8,7 +8,10 @@ the same weights as straight tensor calls with a preallocated cache; bench/gener
 it against the Hugging Face cached loop, `generate()` and the naive no-cache loop, and
 tests/test_generate.py checks that it picks the same tokens as the naive loop. The grammar
 mask comes first, then temperature, top-k and top-p, as in `generate()`'s processor order.
-`GrammarLogitsProcessor` offers the same mask to `generate()` for users who prefer it.
+`GrammarLogitsProcessor` offers the grammar's mask to `generate()` (bench/generate.py times
+it). It does not know how many tokens `generate()` may still add, so it never closes bars
+early as `sample` does near the end of the context: give `max_new_tokens` room for the bars
+asked, or a groove can be cut off before its last bar.
 """
 
 from __future__ import annotations

@@ -91,3 +91,26 @@ def test_temp_store_prunes_by_count_and_age(tmp_path):
     time.sleep(0.01)
     store.new()
     assert not old.exists()
+
+
+@pytest.mark.parametrize("env,enabled", [
+    ({}, True),
+    ({"SPACE_ID": "someone/drumgen"}, False),
+    ({"GRADIO_SERVER_NAME": "0.0.0.0"}, False),
+    ({"SPACE_ID": "someone/drumgen", "DRUMGEN_ENABLE_TRAINING": "1"}, True),
+    ({"DRUMGEN_ENABLE_TRAINING": "0"}, False),
+])
+def test_training_is_off_on_public_deployments_unless_enabled(monkeypatch, tmp_path, env,
+                                                              enabled):
+    from drumgen import service
+    from drumgen.generate import RequestError
+    for name in ("SPACE_ID", "GRADIO_SERVER_NAME", "DRUMGEN_ENABLE_TRAINING"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    on, why = service.training_enabled()
+    assert on is enabled
+    if not enabled:  # the trainer itself refuses, with the reason, before touching any data
+        with pytest.raises(RequestError, match="Training is (off|disabled)"):
+            service.Trainer().start(tmp_path, None, "debug", 1, None, "x")
+        assert not list(tmp_path.iterdir())

@@ -1,8 +1,8 @@
 """Audio rendering and the drum grid, on real Groove MIDI Dataset grooves.
 
 Loudness is always measured on the raw, unnormalised render (a normalised silent render would
-look loud, DESIGN.md). The repository's own kit must always work; Debian's FluidR3 is checked
-when it is installed.
+look loud: pretty_midi's `fluidsynth()` does exactly that). The repository's own kit must
+always work; Debian's FluidR3 is checked when it is installed.
 """
 
 from __future__ import annotations
