@@ -23,7 +23,7 @@ from drumgen import draft as draft_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
 from drumgen import service  # noqa: E402
 from drumgen.archive import ArchiveError  # noqa: E402
-from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES  # noqa: E402
+from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES, MIDI_LAYOUTS  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
 from drumgen.generate import Generator, Request, RequestError  # noqa: E402
@@ -227,7 +227,7 @@ def _edit(verb, request, kit, midi_layout, model, session):
 
 def _answer(result, kit, session, source):
     """The outputs every groove-writing event shares: audio, grid, .mid, .wav, every take's
-    files, the summary, the result, the variation list, and the session's history."""
+    files, the summary, the variation list, and the session (history and variations)."""
     take = result.takes[0]
     info = result.info + (f"  \n{result.audio_note}" if result.audio_note else "")
     choices = [t.title for t in result.takes]
@@ -310,12 +310,7 @@ def edit_draft(grid, style, kit, midi_layout, session):
         midi_layout: gm, td11 or multitrack.
     """
     pattern, _, _ = _read_grid(grid)
-    try:
-        result, used, render_s = service.render_draft(pattern, style, _kit(kit),
-                                                      midi_layout or "gm",
-                                                      audio=kit != NO_AUDIO_KIT)
-    except USER_ERRORS as exc:
-        raise user_error(str(exc)) from None
+    result, used, render_s = _render_draft(pattern, style, kit, midi_layout)
     take = result.takes[0]
     info = (f"**draft**: {len(pattern.hits)} hits, {pattern.bars} bars at {pattern.tempo:g} "
             f"bpm, kit {used}, rendered in {render_s * 1000:.0f} ms"
@@ -323,6 +318,15 @@ def edit_draft(grid, style, kit, midi_layout, session):
     value = dict(grid, title=f"Draft: {pattern.bars} bars at {pattern.tempo:g} bpm")
     return (_audio(take, kit), str(take.midi), _path(take.wav), info,
             _push(session, value, "hand edit"))
+
+
+def _render_draft(pattern, style, kit, midi_layout):
+    """`service.render_draft` for the page: a bad setting is the user's error."""
+    try:
+        return service.render_draft(pattern, style, _kit(kit), midi_layout or "gm",
+                                    audio=kit != NO_AUDIO_KIT)
+    except USER_ERRORS as exc:
+        raise user_error(str(exc)) from None
 
 
 def _read_grid(grid):
@@ -353,8 +357,7 @@ def step_history(session, delta, kit, midi_layout, style):
         raise user_error("Nothing to undo." if delta < 0 else "Nothing to redo.")
     grid_value = session["takes"][index]["grid"]
     pattern, _, _ = _read_grid(grid_value)
-    result, used, _ = service.render_draft(pattern, style, _kit(kit), midi_layout or "gm",
-                                           audio=kit != NO_AUDIO_KIT)
+    result, _, _ = _render_draft(pattern, style, kit, midi_layout)
     take = result.takes[0]
     where = f"take {index + 1} of {len(session['takes'])} ({session['takes'][index]['source']})"
     return (_audio(take, kit), dict(grid_value, locked=None, selected=None), str(take.midi),
@@ -423,13 +426,14 @@ def open_link(request: gr.Request, kit, midi_layout, session):
         return (*updates, *(gr.update(),) * 5)
     try:
         pattern = draft_mod.unpack(query["draft"])
-    except draft_mod.DraftError as exc:
+        result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
+                                            query.get("midi_layout") or midi_layout or "gm",
+                                            audio=kit != NO_AUDIO_KIT)
+    except USER_ERRORS as exc:  # a damaged code or a bad layout: the page stays as it was
         gr.Warning(f"The link's draft could not be opened: {exc}")
         return (*updates, *(gr.update(),) * 5)
     grid_value = ui_grid.value(pattern, f"Shared draft: {pattern.bars} bars at "
                                f"{pattern.tempo:g} bpm")
-    result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
-                                        query.get("midi_layout") or midi_layout or "gm")
     take = result.takes[0]
     return (*updates, _audio(take, kit), grid_value, str(take.midi), _path(take.wav),
             _push(session, grid_value, "link"))
@@ -717,7 +721,7 @@ def build() -> gr.Blocks:
                             0, 3, value=start.style_strength, step=0.1, label="Style strength",
                             info="1 = the style as trained, 0 = no particular style, above 1 "
                                  "= its traits exaggerated")
-                        midi_layout = gr.Radio(["gm", "td11", "multitrack"], value="gm",
+                        midi_layout = gr.Radio(list(MIDI_LAYOUTS), value="gm",
                                                label="MIDI layout")
                         model = gr.Dropdown(model_names, value=model_names[0] if model_names
                                             else None, allow_custom_value=True, label="Model")

@@ -106,6 +106,16 @@ def exact_bar(tok: Tokenizer, tokens: list[int], steps: int) -> BarSpec:
     return BarSpec(steps, slots, [()] * steps, list(tokens))
 
 
+def _drums_mask(tok: Tokenizer, drums: tuple[int, ...]) -> torch.Tensor:
+    """HIT tokens of `drums`, built once per tokenizer and drum set (every grammar of every
+    pass and variation asks for the same few), kept in the tokenizer's own mask cache."""
+    if drums not in tok._drum_masks:
+        drum = torch.div(tok._values, HITS_PER_DRUM, rounding_mode="floor")
+        wanted = torch.tensor(drums, dtype=torch.long)
+        tok._drum_masks[drums] = tok._mask["HIT"] & torch.isin(drum, wanted)
+    return tok._drum_masks[drums]
+
+
 class EditGrammar(Grammar):
     """`Grammar` narrowed by one `BarSpec` per bar (None: that bar is unconstrained).
 
@@ -124,10 +134,8 @@ class EditGrammar(Grammar):
         self.specs = specs
         self._costs = [spec.cost() if spec else 0 for spec in specs]
         self._pending: list[Slot] = []  # slots still due at the current position
-        self._masks: dict = {}
-        self._value = torch.tensor(tok.value)
-        self._is_hit = torch.tensor([k == "HIT" for k in tok.kind])
-        self._is_pos = torch.tensor([k == "POS" for k in tok.kind])
+        self._value = tok._values
+        self._is_hit, self._is_pos = tok._mask["HIT"], tok._mask["POS"]
         self._close = tok._mask["BAR"] | tok._mask["FILL"] | tok._mask["EOS"]
 
     # -- state ------------------------------------------------------------------------------
@@ -167,12 +175,7 @@ class EditGrammar(Grammar):
 
     # -- masks ------------------------------------------------------------------------------
     def _drums_mask(self, drums: tuple[int, ...]) -> torch.Tensor:
-        key = ("drums", drums)
-        if key not in self._masks:
-            drum = torch.div(self._value, HITS_PER_DRUM, rounding_mode="floor")
-            wanted = torch.tensor(drums, dtype=torch.long)
-            self._masks[key] = self._is_hit & torch.isin(drum, wanted)
-        return self._masks[key]
+        return _drums_mask(self.tok, drums)
 
     def _slot_mask(self, slot: Slot) -> torch.Tensor:
         if slot.token is not None:

@@ -27,8 +27,10 @@ from .generate import (
     RequestError,
     _check_number,
     _density_bucket,
+    _split_bars,
     check_density,
     check_sampling,
+    on_inference_thread,
 )
 from .pattern import Hit, MidiError, Pattern, Rhythm, parse_rhythm, read_rhythm
 from .tokenizer import bin_shift, density_bucket, shift_bin, tempo_bucket, velocity_bin
@@ -217,15 +219,12 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
     head = gen.groove_head()
     player = head or gen
     cells = _cells(pattern)
-    specs = []
-    for b in range(pattern.bars):
-        slots: dict[int, list[Slot]] = {}
-        for (bar, step, drum) in cells:
-            if bar == b:
-                slots.setdefault(step, []).append(Slot(drums=(drum,)))
-        specs.append(BarSpec(pattern.steps_per_bar, slots, [()] * pattern.steps_per_bar))
+    slots: list[dict[int, list[Slot]]] = [{} for _ in range(pattern.bars)]
+    for bar, step, drum in cells:  # in token order, so each step's slots are in hit order
+        slots[bar].setdefault(step, []).append(Slot(drums=(drum,)))
+    specs = [BarSpec(pattern.steps_per_bar, s, [()] * pattern.steps_per_bar) for s in slots]
     played: list[list[tuple[float, float]]] = [[] for _ in range(req.variations)]
-    table = player.tokenizer.velocities
+    table = torch.tensor(player.tokenizer.velocities, dtype=torch.float32)
 
     def observe(row: int, token: int, logits: torch.Tensor) -> None:
         # The model's expected velocity and offset for this hit, over the velocity and timing
@@ -238,7 +237,7 @@ def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
         start = player.tokenizer.hit_token(drum, 0, 0)
         probs = logits[start:start + VELOCITY_BINS * SHIFT_BINS].float().softmax(-1)
         grid = probs.view(VELOCITY_BINS, SHIFT_BINS)
-        vel = float(grid.sum(1) @ torch.tensor(table[drum], dtype=torch.float32))
+        vel = float(grid.sum(1) @ table[drum])
         off = float(grid.sum(0) @ _SHIFT_CENTRES)
         played[row].append((vel, off))
 
@@ -308,7 +307,6 @@ def _run(gen: Generator, req: EditRequest, pattern: Pattern, specs: list[BarSpec
          observe=None, use_feel: bool = True, chunks=None) -> list[Groove]:
     """Decode `specs` with `req`'s sampling; `finish(raw, i)` gives variation i's pattern.
     `chunks` = (bars, prefixes): decode that many bars at a time, each with its prefix."""
-    from .generate import on_inference_thread
     style, preset = gen.resolve_style(req.style)
     seed = req.seed if req.seed is not None else random.randrange(2**31)
     sampling = gen.sampling(req)
@@ -356,14 +354,7 @@ def keep_drums_spec(tok, pattern: Pattern, bar: int, kept: tuple[int, ...]) -> B
 
 def _bar_tokens(tok, pattern: Pattern) -> list[list[int]]:
     """Each bar's body tokens (without its BAR token)."""
-    body = tok.encode_bars(pattern, [False] * pattern.bars)
-    bars: list[list[int]] = []
-    for t in body:
-        if tok.kind[t] in ("BAR", "FILL"):
-            bars.append([])
-        else:
-            bars[-1].append(t)
-    return bars
+    return [bar[1:] for bar in _split_bars(tok, tok.encode_bars(pattern, [False] * pattern.bars))]
 
 
 def _input_density(pattern: Pattern) -> int:

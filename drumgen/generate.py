@@ -383,6 +383,7 @@ class Generator:
                 del c[0]
         return new
 
+
 def _split_bars(tok, ids: list[int]) -> list[list[int]]:
     bars: list[list[int]] = []
     for t in ids:

@@ -7,6 +7,7 @@ hit's place is measured in beats (ticks), never in seconds.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
@@ -199,9 +200,45 @@ class _Timeline:
     def bpm(self) -> float:
         return round(mido.tempo2bpm(self.tempos[0]), 3) if self.tempos else 120.0
 
+    @property
+    def steps_per_bar(self) -> int:
+        return steps_per_bar(self.signature)
+
+    @functools.cached_property
+    def end(self) -> int:
+        """The tick of the file's last event."""
+        return max((t for t, _, _ in self.events), default=0)
+
     def notes(self) -> list[tuple[int, int, mido.Message]]:
         """(tick, track, message) of every note-on with a velocity."""
         return [(t, i, m) for t, i, m in self.events if m.type == "note_on" and m.velocity > 0]
+
+    def place(self, tick: int) -> tuple[int, int, float]:
+        """(bar, step, offset) of a note at `tick`: the nearest 16th and the distance from it.
+        A file that ends on a bar line is that many bars long: a note just before its end
+        stays in the last bar, as late as the grid allows, rather than opening a bar of its
+        own."""
+        end, spb = self.end, self.steps_per_bar
+        end_bars = end / (self.step_ticks * spb)
+        position = tick / self.step_ticks
+        grid = math.floor(position + 0.5)
+        offset = position - grid
+        if end_bars == int(end_bars) and grid == int(end_bars) * spb and tick < end:
+            grid, offset = grid - 1, math.nextafter(0.5, 0.0)
+        bar, step = divmod(grid, spb)
+        return bar, step, offset
+
+    def bar_count(self, last: int) -> int:
+        """The file's bars, given `last`, the bar count up to its last note. Trailing empty
+        bars count only when the end of track falls exactly on a bar line within two bars of
+        it (as in files drumgen and DAWs write): some GMD files run minutes past their last
+        note, and counting those bars makes empty examples."""
+        end_bars = self.end / (self.step_ticks * self.steps_per_bar)
+        bars = int(end_bars) if end_bars == int(end_bars) and last < end_bars <= last + 2 \
+            else last
+        if bars > MAX_MIDI_BARS:
+            raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
+        return bars
 
 
 def _timeline(source: str | os.PathLike | bytes) -> _Timeline:
@@ -225,54 +262,39 @@ def _timeline(source: str | os.PathLike | bytes) -> _Timeline:
 
 def _read_midi(source: str | os.PathLike | bytes) -> Pattern:
     line = _timeline(source)
-    mid, events, tempos, signature = line.mid, line.events, line.tempos, line.signature
-    spb = steps_per_bar(signature)
     notes = line.notes()
-    named = _drum_tracks(mid)
+    named = _drum_tracks(line.mid)
     drum_notes = [(t, m) for t, i, m in notes if m.channel == DRUM_CHANNEL]
     if not drum_notes:  # no channel 10: fall back to tracks named as drums
         drum_notes = [(t, m) for t, i, m in notes if i in named]
     if not drum_notes:
         raise MidiError("no drum notes: nothing on MIDI channel 10 and no track named as drums")
-    step_ticks = mid.ticks_per_beat / STEPS_PER_QUARTER
-    # A file that ends on a bar line is that many bars long: a hit just before its end stays
-    # in the last bar, as late as the grid allows, rather than opening a bar of its own.
-    end = max((t for t, _, _ in events), default=0)
-    end_bars = end / (step_ticks * spb)
-    closing = int(end_bars) * spb if end_bars == int(end_bars) else None
     hits, unknown = [], 0
     for tick, msg in drum_notes:
         drum = PITCH_TO_DRUM.get(msg.note)
         if drum is None:
             unknown += 1
             continue
-        position = tick / step_ticks
-        grid = math.floor(position + 0.5)
-        offset = position - grid
-        if grid == closing and tick < end:
-            grid, offset = grid - 1, math.nextafter(0.5, 0.0)
-        bar, step = divmod(grid, spb)
+        bar, step, offset = line.place(tick)
         hits.append(Hit(bar, step, drum, min(127, max(1, msg.velocity)), offset))
     if not hits:
         raise MidiError(f"no usable drum notes: all {unknown} drum notes have pitches outside "
                         "the drum map")
-    bars = _bar_count(max(h.bar for h in hits) + 1, events, step_ticks * spb)
-    if bars > MAX_MIDI_BARS:
-        raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
+    bars = line.bar_count(max(h.bar for h in hits) + 1)
+    tempos = line.tempos
     changes = sum(a != b for a, b in zip(tempos, tempos[1:], strict=False))  # in order
     dropped = {"unknown_pitch": unknown, "tempo_changes": changes}
-    return Pattern(hits, bars, line.bpm, signature, {k: v for k, v in dropped.items() if v})
+    return Pattern(hits, bars, line.bpm, line.signature,
+                   {k: v for k, v in dropped.items() if v})
 
 
 @dataclass
 class Rhythm:
-    """Onsets on the 16th grid, bar by bar: the rhythm Drumify writes drums to. `offsets`
-    keeps each onset's microtiming (mean over the notes that fell on it)."""
+    """Onsets on the 16th grid, bar by bar: the rhythm Drumify writes drums to."""
 
     onsets: list[set[int]]
     tempo: float = 120.0
     time_signature: tuple[int, int] = (4, 4)
-    offsets: dict[tuple[int, int], float] = field(default_factory=dict)
 
     @property
     def bars(self) -> int:
@@ -298,24 +320,11 @@ def read_rhythm(source: str | os.PathLike | bytes, track: int | None = None) -> 
             raise MidiError(f"track: track {track} has no notes")
     if not notes:
         raise MidiError("the file has no notes to take a rhythm from")
-    spb, found = steps_per_bar(line.signature), {}
-    end = max((t for t, _, _ in line.events), default=0)
-    end_bars = end / (line.step_ticks * spb)
-    closing = int(end_bars) * spb if end_bars == int(end_bars) else None
-    for tick, _, _ in notes:
-        position = tick / line.step_ticks
-        grid = math.floor(position + 0.5)
-        if grid == closing and tick < end:  # as in _read_midi: stays in the last bar
-            grid = grid - 1
-        found.setdefault(divmod(grid, spb), []).append(position - grid)
-    bars = _bar_count(max(bar for bar, _ in found) + 1, line.events, line.step_ticks * spb)
-    if bars > MAX_MIDI_BARS:
-        raise MidiError(f"{bars} bars is over the {MAX_MIDI_BARS}-bar limit")
-    onsets = [set() for _ in range(bars)]
+    found = {line.place(tick)[:2] for tick, _, _ in notes}
+    onsets = [set() for _ in range(line.bar_count(max(bar for bar, _ in found) + 1))]
     for bar, step in found:
         onsets[bar].add(step)
-    offsets = {key: sum(v) / len(v) for key, v in found.items()}
-    return Rhythm(onsets, line.bpm, line.signature, offsets)
+    return Rhythm(onsets, line.bpm, line.signature)
 
 
 RHYTHM_ONSET, RHYTHM_REST = "xX", ".-_"
@@ -338,18 +347,6 @@ def parse_rhythm(text: str, steps: int = 16) -> Rhythm:
     if not any(onsets):
         raise MidiError("rhythm: no onsets; mark at least one step with x")
     return Rhythm(onsets)
-
-
-def _bar_count(last: int, events: list, bar_ticks: float) -> int:
-    """Bars up to the last hit; trailing empty bars count only when the end of track falls
-    exactly on a bar line within two bars of it (as in files drumgen and DAWs write). Some GMD
-    files run minutes past their last note, and counting those bars makes empty examples.
-    `last` is the bar count up to the last note."""
-    end = max((t for t, _, _ in events), default=0)
-    end_bars = end / bar_ticks
-    if end_bars == int(end_bars) and last < end_bars <= last + 2:
-        return int(end_bars)
-    return last
 
 
 # ---------------------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import presets as presets_mod
 from .archive import safe_extract
+from .constants import MIDI_LAYOUTS
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES
@@ -193,8 +194,9 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
 
 
 def _check_layout(midi_layout: str) -> None:
-    if midi_layout not in ("gm", "td11", "multitrack"):
-        raise RequestError(f"midi_layout must be gm, td11 or multitrack; got {midi_layout!r}")
+    if midi_layout not in MIDI_LAYOUTS:
+        raise RequestError(f"midi_layout must be {', '.join(MIDI_LAYOUTS)}; got "
+                           f"{midi_layout!r}")
 
 
 def _read_upload(name: str, value):
@@ -225,8 +227,13 @@ def _package(grooves, style: str, tempo: float, kit: str | None, midi_layout: st
         stem = f"drumgen_{groove.style}_{int(tempo)}bpm_seed{groove.seed}" + (
             f"_v{i + 1}" if len(grooves) > 1 else "")
         items.append((groove.pattern, stem, f"drumgen {groove.preset or groove.style}"))
-    preset = presets_mod.find(style)
-    return package(items, kit or (preset.kit if preset else None), midi_layout, wav, audio)
+    return package(items, _kit_for(style, kit), midi_layout, wav, audio)
+
+
+def _kit_for(style: str | None, kit: str | None) -> str | None:
+    """The kit asked for, else the preset's, else None (the renderer's default)."""
+    preset = presets_mod.find(style or "")
+    return kit or (preset.kit if preset else None)
 
 
 def render_draft(pattern, style: str | None = None, kit: str | None = None,
@@ -234,10 +241,9 @@ def render_draft(pattern, style: str | None = None, kit: str | None = None,
                  audio: bool = True) -> tuple[Result, str, float]:
     """A hand-edited draft's .mid and audio (no model involved)."""
     _check_layout(midi_layout)
-    preset = presets_mod.find(style or "")
     stem = f"drumgen_draft_{int(pattern.tempo)}bpm_{uuid.uuid4().hex[:6]}"
-    return package([(pattern, stem, "drumgen draft")], kit or (preset.kit if preset else None),
-                   midi_layout, wav, audio)
+    return package([(pattern, stem, "drumgen draft")], _kit_for(style, kit), midi_layout, wav,
+                   audio)
 
 
 def package(items, kit: str | None, midi_layout: str, wav: bool,

@@ -225,7 +225,12 @@ class Tokenizer:
         values = torch.tensor(self.value)
         def of(kind: str) -> torch.Tensor:
             return kinds == hash(kind)
-        self._mask = {k: of(k) for k in ("TEMPO", "DENS", "BOS", "EOS", "BAR", "FILL", "PAD")}
+        self._mask = {k: of(k) for k in ("TEMPO", "DENS", "BOS", "EOS", "BAR", "FILL", "PAD",
+                                         "POS", "HIT")}
+        #: per token: its hit order for HIT tokens (drum, velocity bin, shift bin), its value
+        #: for the others; the constraint layer reads it (constraints.EditGrammar)
+        self._values = values
+        self._drum_masks: dict[tuple[int, ...], torch.Tensor] = {}  # filled by constraints.py
         n_hits = len(DRUMS) * VELOCITY_BINS * SHIFT_BINS
         # pos_after[p]: POS tokens after position p (p = -1 .. steps-1), inside the bar
         self._pos_after = torch.stack([of("POS") & (values > p) & (values < self.steps_per_bar)
