@@ -215,6 +215,10 @@ def test_the_grid_works_on_a_390px_phone_screen(app):
 
 def test_space_bar_plays_and_stops_the_loop(page):
     generate(page)
+    # The waveform player ignores play until it has decoded the audio (its duration shows).
+    page.wait_for_function("() => { const d = document.querySelector('#drum-audio #duration');"
+                           " return d && d.textContent.trim() !== '0:00'; }",
+                           timeout=apputil.PAGE_TIMEOUT_MS)
     page.locator("body").click(position={"x": 5, "y": 5})
     button = page.locator("#drum-audio .play-pause-button")
     assert button.get_attribute("aria-label") == "Play"
