@@ -143,7 +143,8 @@ def cmd_evaluate(args) -> int:
     from .evaluate import evaluate, format_report, report_json, target_misses
     from .pattern import atomic_write_bytes
     report = evaluate(args.model, _resolve_data(args.data), per_style=args.per_style,
-                      bars=args.bars, seed=args.seed, style_strength=args.style_strength)
+                      bars=args.bars, seed=args.seed, style_strength=args.style_strength,
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
     print(format_report(report))
     if args.json:
         atomic_write_bytes(args.json, report_json(report).encode())
@@ -289,7 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "(fine-tune a generate model into the head Groove uses)")
     t.set_defaults(func=cmd_train)
 
-    e = sub.add_parser("evaluate", help="validation loss and style/feature metrics")
+    e = sub.add_parser("evaluate", help="validation loss, style accuracy, feature overlap and "
+                       "realism (C2ST, diversity, copies) against real grooves")
     e.add_argument("--model", default=None)
     _data_arg(e)
     e.add_argument("--per-style", type=int, default=64, help="grooves generated per style")
@@ -297,6 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--seed", type=int, default=0)
     e.add_argument("--style-strength", type=float, default=None,
                    help="generate with this style strength (default: the model's)")
+    e.add_argument("--temperature", type=float, default=None, help="default: the model's")
+    e.add_argument("--top-k", type=int, default=None, help="default: the model's")
+    e.add_argument("--top-p", type=float, default=None, help="default: the model's")
     e.add_argument("--json", type=Path, default=None,
                    help="also write the whole report, with the target misses, to this file")
     e.add_argument("--check", action="store_true",

@@ -16,11 +16,13 @@ import math
 import os
 import random
 from collections import defaultdict
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from . import data as data_mod
+from . import realism
 from .constants import DRUMS
 from .generate import Generator, Request
 from .pattern import Pattern
@@ -29,6 +31,9 @@ from .train import TrainConfig, evaluate_loss
 FEATURES = ("hits", "velocity_mean", "velocity_sd", "offset_mean", "offset_sd", "syncopation",
             "drum_shares")
 MIN_VAL_GROOVES = 4  # styles with fewer real validation grooves are left out of the table
+MIN_C2ST_WINDOWS = 20  # styles with fewer real 2-bar validation windows get no realism row
+C2ST_MARGIN = 0.02  # generated-vs-real C2ST may exceed training-vs-real by this much
+DIVERSITY_RANGE = (0.9, 1.15)  # generated over real training onset distance, per style
 OA_TARGET = 0.9  # generated-vs-real overlap, as a share of the real-vs-real overlap
 
 
@@ -125,53 +130,102 @@ def _grooves(pairs, bars: int) -> dict[str, list[Pattern]]:
     return out
 
 
-def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
-             per_style: int = 64, bars: int = 4, seed: int = 0,
-             style_strength: float | None = None) -> dict:
-    """The report `format_report` prints. Grooves are generated with the model's saved
-    generation defaults, except `style_strength` when given."""
-    gen = Generator.load(model_dir, device="cpu")
+@dataclass
+class RealData:
+    """The real grooves a model is measured against, read once: the train and validation
+    splits of the model's styles, as `bars`-bar beat grooves and as 2-bar windows, and the
+    onsets of every training window (for the copy rate)."""
+
+    train_pairs: list
+    val_pairs: list
+    train: dict[str, list[Pattern]]  # `bars`-bar grooves by style
+    val: dict[str, list[Pattern]]
+    train_windows: dict[str, list[Pattern]]  # 2-bar windows by style
+    val_windows: dict[str, list[Pattern]]
+    seen: set[bytes]
+    styles: list[str]  # the styles with enough real grooves in both splits
+
+
+def real_data(styles: list[str], data_dir: str | os.PathLike, bars: int = 4) -> RealData:
     dataset = data_mod.load(data_dir)
     skipped: list = []
     pairs = data_mod.read_patterns(dataset.records, skipped)
-    train_pairs = [(r, p) for r, p in pairs if r.split == "train" and r.style in gen.styles]
-    val_pairs = [(r, p) for r, p in pairs if r.split == "validation" and r.style in gen.styles]
-    cfg = TrainConfig()
-    val_examples = data_mod.examples(val_pairs, gen.tokenizer, gen.styles, cfg.window_bars,
-                                     cfg.window_stride)
-    nll = evaluate_loss(gen.bundle.model, val_examples, gen.tokenizer.pad)
+    train_pairs = [(r, p) for r, p in pairs if r.split == "train" and r.style in styles]
+    val_pairs = [(r, p) for r, p in pairs if r.split == "validation" and r.style in styles]
+    train, val = _grooves(train_pairs, bars), _grooves(val_pairs, bars)
+    windows = {}
+    for name, split in (("train", train_pairs), ("val", val_pairs)):
+        by_style = defaultdict(list)
+        for record, pattern in split:
+            if not record.fill:
+                by_style[record.style] += realism.two_bar_windows([pattern])
+        windows[name] = by_style
+    seen = {realism.onsets(w).tobytes() for ws in windows["train"].values() for w in ws}
+    kept = [s for s in styles if len(val.get(s, [])) >= MIN_VAL_GROOVES
+            and len(train.get(s, [])) >= MIN_VAL_GROOVES]
+    return RealData(train_pairs, val_pairs, train, val, windows["train"], windows["val"], seen,
+                    kept)
 
-    real_train, real_val = _grooves(train_pairs, bars), _grooves(val_pairs, bars)
-    styles = [s for s in gen.styles if len(real_val.get(s, [])) >= MIN_VAL_GROOVES
-              and len(real_train.get(s, [])) >= MIN_VAL_GROOVES]
-    index = {s: i for i, s in enumerate(styles)}
-    x = np.stack([groove_vector(p) for s in styles for p in real_train[s]])
-    y = np.array([index[s] for s in styles for _ in real_train[s]])
-    clf = train_classifier(x, y, len(styles), seed)
 
-    rows, valid, total = [], 0, 0
-    d = gen.bundle.defaults
-    sampling = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
-                "style_strength": d.style_strength if style_strength is None else style_strength}
+def generate_for(gen: Generator, real: RealData, per_style: int, bars: int, seed: int,
+                 **sampling) -> tuple[dict[str, list[Pattern]], int, int]:
+    """`per_style` grooves of `bars` bars for each of `real.styles`, at tempos drawn from the
+    style's validation grooves; `sampling` overrides the model's defaults (temperature, top_k,
+    top_p, style_strength). Returns the grooves by style, and the valid and total counts."""
     rng = random.Random(seed)
-    for style in styles:
-        made = []
-        tempos = [p.tempo for p in real_val[style]]
-        while len(made) < per_style:
+    made: dict[str, list[Pattern]] = {}
+    valid = total = 0
+    for style in real.styles:
+        made[style] = []
+        tempos = [p.tempo for p in real.val[style]]
+        while len(made[style]) < per_style:
             request = Request(style=style, bars=bars, tempo=float(np.clip(rng.choice(tempos),
-                              40, 300)), seed=rng.randrange(2**31), variations=min(8, per_style
-                              - len(made)), style_strength=style_strength)
+                              40, 300)), seed=rng.randrange(2**31),
+                              variations=min(8, per_style - len(made[style])), **sampling)
             for groove in gen.generate(request):
                 total += 1
                 valid += not gen.tokenizer.check(groove.tokens, bars=bars)
-                made.append(groove.raw)
-        val_feats = [bar_features(p, b) for p in real_val[style] for b in range(p.bars)]
-        train_feats = [bar_features(p, b) for p in real_train[style] for b in range(p.bars)]
+                made[style].append(groove.raw)
+    return made, valid, total
+
+
+def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
+             per_style: int = 64, bars: int = 4, seed: int = 0,
+             style_strength: float | None = None, real: RealData | None = None,
+             generator: Generator | None = None, **sampling) -> dict:
+    """The report `format_report` prints. Grooves are generated with the model's saved
+    generation defaults, except `style_strength` and any of `sampling` (temperature, top_k,
+    top_p) when given. `seed` fixes the generated stream and the classifiers' samples."""
+    gen = generator or Generator.load(model_dir, device="cpu")
+    real = real or real_data(gen.styles, data_dir, bars)
+    cfg = TrainConfig()
+    val_examples = data_mod.examples(real.val_pairs, gen.tokenizer, gen.styles,
+                                     cfg.window_bars, cfg.window_stride)
+    nll = evaluate_loss(gen.bundle.model, val_examples, gen.tokenizer.pad)
+
+    styles = real.styles
+    index = {s: i for i, s in enumerate(styles)}
+    x = np.stack([groove_vector(p) for s in styles for p in real.train[s]])
+    y = np.array([index[s] for s in styles for _ in real.train[s]])
+    clf = train_classifier(x, y, len(styles), seed)
+
+    d = gen.bundle.defaults
+    sampling = {k: v for k, v in sampling.items() if v is not None}
+    if style_strength is not None:
+        sampling["style_strength"] = style_strength
+    used = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
+            "style_strength": d.style_strength, **sampling}
+    generated, valid, total = generate_for(gen, real, per_style, bars, seed, **sampling)
+    rows = []
+    for style in styles:
+        made = generated[style]
+        val_feats = [bar_features(p, b) for p in real.val[style] for b in range(p.bars)]
+        train_feats = [bar_features(p, b) for p in real.train[style] for b in range(p.bars)]
         gen_feats = [bar_features(p, b) for p in made for b in range(p.bars)]
-        pred_val = predict(clf, np.stack([groove_vector(p) for p in real_val[style]]))
+        pred_val = predict(clf, np.stack([groove_vector(p) for p in real.val[style]]))
         pred_gen = predict(clf, np.stack([groove_vector(p) for p in made]))
         rows.append({
-            "style": style, "real_val_grooves": len(real_val[style]), "generated": len(made),
+            "style": style, "real_val_grooves": len(real.val[style]), "generated": len(made),
             "acc_real": float((pred_val == index[style]).mean()),
             "acc_gen": float((pred_gen == index[style]).mean()),
             # what the classifier took the generated grooves for, when not `style`
@@ -180,10 +234,14 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
             "oa_gen": feature_overlaps(gen_feats, val_feats),
             "oa_real": feature_overlaps(train_feats, val_feats),
         })
+        gen_windows = realism.two_bar_windows(made)
+        if len(real.val_windows[style]) >= MIN_C2ST_WINDOWS and gen_windows:
+            rows[-1]["realism"] = realism.compare(gen_windows, real.train_windows[style],
+                                                  real.val_windows[style], real.seen, seed)
     return {"model": str(gen.bundle.path), "val_nll": nll, "perplexity": math.exp(nll),
             "val_examples": len(val_examples), "validity": valid / max(1, total),
-            "generated": total, "rows": rows, "bars": bars,
-            "sampling": sampling}
+            "generated": total, "rows": rows, "bars": bars, "seed": seed,
+            "sampling": used}
 
 
 def oa_ratio(row: dict) -> float:
@@ -217,7 +275,47 @@ def target_misses(report: dict) -> list[str]:
             misses.append(f"{name}: overlap ratio {ratio:.3f}, under {OA_TARGET}")
     if report["validity"] < 1:
         misses.append(f"grammar-valid {report['validity']:.1%} of generated grooves, not 100%")
+    return misses + realism_misses(report)
+
+
+def realism_summary(report: dict) -> dict | None:
+    """The realism figures over the styles that have them: mean C2ST accuracies, and the
+    pooled copy rates (None when no style has enough real windows)."""
+    rows = [r["realism"] for r in report["rows"] if "realism" in r]
+    if not rows:
+        return None
+    def pooled(key: str, side: str) -> float:
+        return (sum(m[key] * m["windows"][side] for m in rows)
+                / max(1, sum(m["windows"][side] for m in rows)))
+    return {"c2st_gen": float(np.nanmean([m["c2st_gen"] for m in rows])),
+            "c2st_train": float(np.nanmean([m["c2st_train"] for m in rows])),
+            "copy_gen": pooled("copy_gen", "generated"), "copy_val": pooled("copy_val",
+                                                                            "validation")}
+
+
+def realism_misses(report: dict) -> list[str]:
+    """Issue 17's targets, in words: mean generated-vs-validation C2ST at most the
+    training-vs-validation one + C2ST_MARGIN; every style's diversity ratio within
+    DIVERSITY_RANGE; a pooled copy rate no higher than real validation windows'."""
+    summary = realism_summary(report)
+    if summary is None:
+        return []
+    misses = []
+    if summary["c2st_gen"] > summary["c2st_train"] + C2ST_MARGIN:
+        misses.append(f"C2ST: generated vs validation {summary['c2st_gen']:.3f}, over training "
+                      f"vs validation {summary['c2st_train']:.3f} + {C2ST_MARGIN}")
+    lo, hi = DIVERSITY_RANGE
+    for r in report["rows"]:
+        if "realism" in r and not lo <= (ratio := diversity_ratio(r["realism"])) <= hi:
+            misses.append(f"{r['style']}: diversity ratio {ratio:.2f}, outside {lo}-{hi}")
+    if summary["copy_gen"] > summary["copy_val"]:
+        misses.append(f"copies: {summary['copy_gen']:.1%} of generated windows repeat a training "
+                      f"window's onsets, over {summary['copy_val']:.1%} of real validation ones")
     return misses
+
+
+def diversity_ratio(m: dict) -> float:
+    return m["distance_gen"] / m["distance_train"]
 
 
 def format_report(report: dict) -> str:
@@ -246,10 +344,41 @@ def format_report(report: dict) -> str:
         g = np.nanmean([r["oa_gen"][name] for r in rows])
         c = np.nanmean([r["oa_real"][name] for r in rows])
         lines.append(f"| {name} | {g:.3f} | {c:.3f} | {feature_ratio(rows, name):.2f} |")
+    lines += realism_lines(report)
     misses = target_misses(report)
     lines += ["", "Targets: " + ("all met." if not misses else f"{len(misses)} missed:")]
     lines += [f"- {m}" for m in misses]
     return "\n".join(lines)
+
+
+def realism_lines(report: dict) -> list[str]:
+    """The realism tables: per style, then by feature kind (which features tell them apart)."""
+    summary = realism_summary(report)
+    if summary is None:
+        return []
+    rows = [r for r in report["rows"] if "realism" in r]
+    lines = ["", "Realism, on 2-bar windows (C2ST: logistic regression, balanced samples, "
+             f"{realism.FOLDS}-fold cross-validation, mean of {realism.REPEATS} samples):", "",
+             "| style | windows gen / val | C2ST generated vs val | C2ST train vs val | "
+             "diversity ratio | copies gen / val | tells (C2ST excess by feature) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        m = r["realism"]
+        excess = sorted(((v["generated"] - v["train"], k) for k, v in m["c2st_by_kind"].items()
+                         if not math.isnan(v["generated"] - v["train"])), reverse=True)
+        tells = ", ".join(f"{k.replace('_', ' ')} {e:+.2f}" for e, k in excess[:2] if e > 0)
+        lines.append(f"| {r['style']} | {m['windows']['generated']} / "
+                     f"{m['windows']['validation']} | {m['c2st_gen']:.3f} | "
+                     f"{m['c2st_train']:.3f} | {diversity_ratio(m):.2f} | "
+                     f"{m['copy_gen']:.1%} / {m['copy_val']:.1%} | {tells or '-'} |")
+    lines.append(f"| **mean** | | {summary['c2st_gen']:.3f} | {summary['c2st_train']:.3f} | | "
+                 f"{summary['copy_gen']:.1%} / {summary['copy_val']:.1%} (pooled) | |")
+    lines += ["", "| feature kind | C2ST generated vs val | C2ST train vs val |", "|---|---|---|"]
+    for kind in realism.KINDS:
+        g = np.nanmean([r["realism"]["c2st_by_kind"][kind]["generated"] for r in rows])
+        t = np.nanmean([r["realism"]["c2st_by_kind"][kind]["train"] for r in rows])
+        lines.append(f"| {kind.replace('_', ' ')} | {g:.3f} | {t:.3f} |")
+    return lines
 
 
 def report_json(report: dict) -> str:

@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from drumgen import cli
-from drumgen.evaluate import FEATURES, OA_TARGET, overlap, target_misses
+from drumgen.evaluate import FEATURES, MIN_C2ST_WINDOWS, OA_TARGET, overlap, target_misses
+from drumgen.realism import KINDS
 
 
 def test_overlap_of_two_gaussians_matches_the_closed_form():
@@ -83,6 +84,20 @@ def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
         assert float(oa_real) > 0.3  # real bars of one style overlap themselves well
     features = re.findall(r"^\| (\w+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
     assert [f[0] for f in features] == list(FEATURES)
+    # realism: one row per style with enough real 2-bar validation windows, figures as in JSON
+    with_realism = {r["style"]: r["realism"] for r in report["rows"] if "realism" in r}
+    assert with_realism, "small_gmd's funk and rock have enough validation windows"
+    realism_rows = re.findall(r"^\| (\w+) \| (\d+) / (\d+) \| ([\d.]+) \| ([\d.]+) \| "
+                              r"([\d.]+) \| ([\d.]+)% / ([\d.]+)% \|", out, re.M)
+    assert {r[0] for r in realism_rows} == set(with_realism)
+    for style, n_gen, n_val, c_gen, c_train, ratio, _, _ in realism_rows:
+        m = with_realism[style]
+        assert int(n_gen) == m["windows"]["generated"] <= 8 * 2  # 4-bar grooves, 2-bar windows
+        assert int(n_val) == m["windows"]["validation"] >= MIN_C2ST_WINDOWS
+        assert 0 <= float(c_gen) <= 1 and f"{m['c2st_train']:.3f}" == c_train
+        assert float(ratio) == pytest.approx(m["distance_gen"] / m["distance_train"], abs=0.006)
+    kinds = re.findall(r"^\| ([a-z ]+) \| ([\d.]+) \| ([\d.]+) \|$", out, re.M)
+    assert [k[0] for k in kinds] == [k.replace("_", " ") for k in KINDS]
     if misses:
         assert f"Targets: {len(misses)} missed:" in out and all(f"- {m}" in out for m in misses)
     else:
