@@ -1,0 +1,74 @@
+"""The drum kits drumgen renders with, and the mix it gives them: each fact declared once.
+
+Where a soundfont keeps its kits and how its keys map to our nine drums, which kit suits a
+style, where each drum sits in the stereo image, the room reverb and the loudness target.
+`drumgen.render` reads them; the README's kit table and the tests quote them.
+"""
+
+from __future__ import annotations
+
+from .constants import DRUM_CHANNEL, DRUMS
+
+#: GM 2 / GS drum-kit programs on bank 128 -> kit name (FluidR3_GM has all of them).
+GM_PROGRAMS: dict[str, int] = {"standard": 0, "room": 8, "power": 16, "electronic": 24,
+                               "808": 25, "jazz": 32, "brush": 40}
+
+#: AVL Drumkits' key map (x42/avldrums.lv2 `src/midnam.h`): 36 kick, 38 snare centre, 42
+#: closed hat, 46 semi-open hat (its longest-ringing open hat), 41 floor tom, 45 rack tom, 47
+#: rack tom edge, 49 crash, 51 ride tip. The kits are 4-piece: one rack tom plays the mid and
+#: the high tom (centre and edge), the floor tom the low one.
+AVL_KEYS: tuple[int, ...] = (36, 38, 42, 46, 41, 45, 47, 49, 51)
+
+#: Multi-sampled acoustic kits, by the preset name their soundfont gives them on **bank 0**
+#: (not the GM percussion bank 128: selected on the drum channel explicitly, they sound there)
+#: -> (kit name, the key of each drum in DRUMS order).
+ACOUSTIC_KITS: dict[str, tuple[str, tuple[int, ...]]] = {
+    "Black_Pearl_4pc": ("black pearl", AVL_KEYS),
+    "Red_Zeppelin_4pc": ("red zeppelin", AVL_KEYS),
+}
+
+#: Kits by how they sound, best first: multi-sampled acoustic kits, then kits from GM
+#: soundfonts installed on the system, then our own synthesized kit, which is always there.
+RANK_ACOUSTIC, RANK_GM, RANK_OURS = 0, 1, 2
+
+#: The kits a style asks for, best first; the first one installed plays. A style not listed,
+#: or none of whose kits is installed, gets the best installed kit. Presets name their own kit
+#: (`drumgen.presets`), tried before their style's.
+STYLE_KITS: dict[str, tuple[str, ...]] = {
+    "jazz": ("jazz", "brush"),
+    "rock": ("red zeppelin",),
+    "punk": ("red zeppelin",),
+}
+
+#: Stereo position of each drum, -1 (left) to +1 (right), from the drummer's seat: hats to the
+#: left, toms from high (left) to floor (right), ride right, kick and snare centred. Applied as
+#: channel pan to kits whose samples are centred (GM kits, ours); AVL's samples are already
+#: placed from the drummer's seat by their author, so they keep their own image.
+PAN: dict[str, float] = {
+    "kick": 0.0, "snare": 0.0, "closed_hat": -0.5, "open_hat": -0.5,
+    "low_tom": 0.55, "mid_tom": 0.15, "high_tom": -0.3, "crash": -0.4, "ride": 0.45,
+}
+
+#: MIDI channel of each drum, so that each can have its own pan. Hats share one channel: a
+#: closed hat chokes an open one only within a channel (the soundfont's exclusive class).
+#: Kick and snare share the GM drum channel (10).
+DRUM_CHANNELS: dict[str, int] = {
+    "kick": DRUM_CHANNEL, "snare": DRUM_CHANNEL, "closed_hat": 1, "open_hat": 1,
+    "low_tom": 2, "mid_tom": 3, "high_tom": 4, "crash": 5, "ride": 6,
+}
+
+#: A light room: FluidSynth's own reverb (its defaults are roomsize 0.2, damping 0, width 0.5,
+#: level 0.9). Measured on a GMD funk groove, the wet signal is about 12-15 dB under the dry.
+REVERB: dict[str, float] = {"roomsize": 0.3, "damping": 0.6, "width": 0.8, "level": 0.35}
+
+#: Every render is scaled to this loudness: K-weighted per ITU-R BS.1770, over the whole
+#: loop, ungated (a loop has no silence to gate out). -18 LUFS is EBU R128's level for
+#: material mastered below broadcast peaks; drum loops carry peaks 12-18 dB above their
+#: loudness, so -18 leaves room before the ceiling.
+LOUDNESS_LUFS = -23.0
+#: No render peaks above this (sample peak, dBFS): a quiet, peaky loop stays under the target
+#: rather than clipping.
+PEAK_DBFS = -1.0
+
+
+assert set(PAN) == set(DRUM_CHANNELS) == set(DRUMS)
