@@ -8,8 +8,9 @@ For each kit, on real GMD grooves (the first 4 bars of a funk, a jazz and a rock
   loudness normalised), dry, and dry without normalising (the old path);
 - loudness (LUFS, `drumgen.render.loudness`) of each style after normalisation, against the
   target, and the raw render's peak-to-loudness ratio (why the target leaves room);
-- the snare and the kick hit alone, dry and raw, at velocities 30-127: spectral centroid and
-  RMS over the first 0.5 s (louder hits should be brighter, not only louder);
+- the snare and the kick hit alone, dry and raw, at velocities 30-127: spectral centroid
+  (magnitude-weighted, first 100 ms) and RMS (first 0.5 s): louder hits should be brighter,
+  not only louder;
 - stereo balance (right minus left, dB) of single hits: hats, toms, kick and snare.
 
 Figures vary with machine load: compare kits within one run.
@@ -31,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drumgen.constants import DRUMS  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.kits import LOUDNESS_LUFS  # noqa: E402
+from drumgen.mix import balance_db, loudness  # noqa: E402
 from drumgen.pattern import Hit, Pattern  # noqa: E402
-from drumgen.render import SAMPLE_RATE, Renderer, loudness  # noqa: E402
+from drumgen.render import SAMPLE_RATE, Renderer  # noqa: E402
 
 STYLES = ("funk", "jazz", "rock")
 VELOCITIES = (30, 60, 90, 120, 127)
@@ -64,18 +66,14 @@ def hit(r: Renderer, kit: str, drum: str, velocity: int) -> np.ndarray:
 
 
 def centroid(audio: np.ndarray) -> float:
-    power = np.abs(np.fft.rfft(audio.mean(axis=1))) ** 2
-    freqs = np.fft.rfftfreq(len(audio), 1 / SAMPLE_RATE)
-    return float((power * freqs).sum() / power.sum())
+    """Magnitude-weighted spectral centroid (Hz) of the hit's first 100 ms, mono."""
+    magnitude = np.abs(np.fft.rfft(audio[: SAMPLE_RATE // 10].mean(axis=1)))
+    freqs = np.fft.rfftfreq(SAMPLE_RATE // 10, 1 / SAMPLE_RATE)
+    return float((magnitude * freqs).sum() / magnitude.sum())
 
 
 def rms(audio: np.ndarray) -> float:
     return float(np.sqrt(np.mean(audio ** 2)))
-
-
-def balance_db(audio: np.ndarray) -> float:
-    left, right = np.sqrt(np.mean(audio ** 2, axis=0))
-    return float(20 * np.log10(right / left))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -40,26 +40,30 @@ STYLE_KITS: dict[str, tuple[str, ...]] = {
     "punk": ("red zeppelin",),
 }
 
-#: Stereo position of each drum, -1 (left) to +1 (right), from the drummer's seat: hats to the
-#: left, toms from high (left) to floor (right), ride right, kick and snare centred. Applied as
-#: channel pan to kits whose samples are centred (GM kits, ours); AVL's samples are already
-#: placed from the drummer's seat by their author, so they keep their own image.
-PAN: dict[str, float] = {
-    "kick": 0.0, "snare": 0.0, "closed_hat": -0.5, "open_hat": -0.5,
-    "low_tom": 0.55, "mid_tom": 0.15, "high_tom": -0.3, "crash": -0.4, "ride": 0.45,
+#: Where each drum sits, from the drummer's seat, as stereo balance (right minus left RMS, dB):
+#: hats left, toms from high (left) to floor (right), crash left, ride right, kick and snare
+#: centred. Every kit is panned to it, drum by drum (`Renderer._measure_pans`), whatever
+#: image its soundfont gives (AVL's is already close; FluidR3's hats lean right). FluidR3's
+#: stereo samples reach at most about 7.6 dB either way; its hats about 4 dB left.
+BALANCE_DB: dict[str, float] = {
+    "kick": 0.0, "snare": 0.0, "closed_hat": -6.0, "open_hat": -6.0,
+    "low_tom": 6.0, "mid_tom": 1.0, "high_tom": -4.0, "crash": -4.0, "ride": 5.0,
 }
 
 #: MIDI channel of each drum, so that each can have its own pan. Hats share one channel: a
 #: closed hat chokes an open one only within a channel (the soundfont's exclusive class).
-#: Kick and snare share the GM drum channel (10).
+#: The kick plays on the GM drum channel (10).
 DRUM_CHANNELS: dict[str, int] = {
-    "kick": DRUM_CHANNEL, "snare": DRUM_CHANNEL, "closed_hat": 1, "open_hat": 1,
+    "kick": DRUM_CHANNEL, "snare": 0, "closed_hat": 1, "open_hat": 1,
     "low_tom": 2, "mid_tom": 3, "high_tom": 4, "crash": 5, "ride": 6,
 }
 
-#: A light room: FluidSynth's own reverb (its defaults are roomsize 0.2, damping 0, width 0.5,
-#: level 0.9). Measured on a GMD funk groove, the wet signal is about 12-15 dB under the dry.
-REVERB: dict[str, float] = {"roomsize": 0.3, "damping": 0.6, "width": 0.8, "level": 0.35}
+#: A light room: FluidSynth's own reverb (its defaults: roomsize 0.2, damping 0, width 0.5,
+#: level 0.9), fed from every drum channel at REVERB_SEND (CC 91; AVL's instruments send
+#: nothing of their own, FluidR3's some). On a GMD funk groove the wet signal sits 19 dB under
+#: the dry with Black Pearl and our kit, 12 dB with FluidR3's kits (bench/render.py).
+REVERB: dict[str, float] = {"roomsize": 0.3, "damping": 0.6, "width": 0.8, "level": 0.5}
+REVERB_SEND = 127
 
 #: Every render is scaled to this loudness: K-weighted per ITU-R BS.1770, over the whole
 #: loop, ungated (a loop has no silence to gate out). -18 LUFS is EBU R128's level for
@@ -71,4 +75,4 @@ LOUDNESS_LUFS = -23.0
 PEAK_DBFS = -1.0
 
 
-assert set(PAN) == set(DRUM_CHANNELS) == set(DRUMS)
+assert list(BALANCE_DB) == list(DRUM_CHANNELS) == list(DRUMS)

@@ -18,7 +18,9 @@ before. FluidSynth habits that stood in the way, each measured here:
   render): every channel also gets `all_sounds_off`;
 - the reverb's tail outlives `system_reset()` and never quite ends (it settles on a 1e-8
   offset); FluidSynth 2.3 has no call to clear it but `fluid_synth_set_sample_rate`, which
-  rebuilds the reverb (and chorus, which is off): each reset calls it;
+  rebuilds the reverb: each reset calls it, and the reverb stays off until a render turns it
+  on. A voice slot's reverb send also carries over (a FluidR3 render with reverb moved the
+  next render by 2e-4): the slots are reset with the reverb on;
 - a note starts at the next 64-sample block, so timing depended on how many samples earlier
   renders had read: renders start on a block boundary and onsets are rounded to blocks (1.45 ms);
 - a voice slot starts each note from the state its previous note left (a fresh slot attacks
@@ -28,7 +30,6 @@ before. FluidSynth habits that stood in the way, each measured here:
 
 from __future__ import annotations
 
-import functools
 import io
 import os
 import threading
@@ -40,11 +41,12 @@ import numpy as np
 from . import kits as kitdefs
 from . import presets
 from .constants import DRUMS, KITS
+from .mix import SAMPLE_RATE, balance_db, normalise
 from .pattern import Pattern, atomic_write_bytes
 
-SAMPLE_RATE = 44100
 BLOCK = 64  # FluidSynth renders, and starts notes, in blocks of this many samples
 TAIL_SECONDS = 1.5  # ring-out folded back onto the start, so the loop is seamless
+PAN_PROBE = 64 * 64  # samples (93 ms) of a hit whose stereo balance sets its channel's pan
 REPO_SOUNDFONTS = Path(__file__).resolve().parent.parent / "soundfonts"
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/soundfonts"),
                          Path("/usr/share/sounds/sf3"))
@@ -68,7 +70,6 @@ class Kit:
     bank: int
     program: int
     keys: tuple[int, ...] = KITS["gm"]  # the key each drum plays, in DRUMS order
-    placed: bool = False  # the soundfont pans its own drums: no channel pan on top
     rank: int = kitdefs.RANK_GM  # lower sounds better (drumgen.kits.RANK_*)
 
     @property
@@ -105,6 +106,7 @@ class Renderer:
         self.synth = None
         self.reverb = os.environ.get("DRUMGEN_REVERB", "1") != "0" if reverb is None else reverb
         self._sfids: dict[Path, int] = {}
+        self._pans: dict[str, dict[int, int]] = {}  # kit name -> channel -> CC 10, measured
         self._write_float = self._reverb_on = self._set_rate = None
         self._clock = 0  # samples read from the synth so far, to keep renders block-aligned
         try:
@@ -156,7 +158,7 @@ class Renderer:
             acoustic = kitdefs.ACOUSTIC_KITS.get(self.synth.sfpreset_name(sfid, 0, 0) or "")
             if acoustic:
                 name, keys = acoustic
-                kits.append(Kit(f"{name} ({path.stem})", path, 0, 0, keys, True,
+                kits.append(Kit(f"{name} ({path.stem})", path, 0, 0, keys,
                                 kitdefs.RANK_ACOUSTIC))
             for name, program in KIT_PROGRAMS.items():
                 if self.synth.sfpreset_name(sfid, 128, program):
@@ -190,6 +192,8 @@ class Renderer:
             self.synth.all_sounds_off(channel)
         if self._set_rate is not None:  # rebuilds the reverb: its tail outlives the reset
             self._set_rate(self.synth.synth, float(SAMPLE_RATE))
+        if self._reverb_on is not None:  # and keeps it off, fresh, until a render wants it
+            self._reverb_on(self.synth.synth, -1, 0)
         self._samples(2 * BLOCK)
         self._align()
 
@@ -199,6 +203,8 @@ class Renderer:
         softer attack), so without this a render would depend on what was rendered before."""
         synth, kit = self.synth, self.kits[0]
         self._silence()
+        if self._reverb_on is not None:  # with the reverb on, so each slot's send is reset too
+            self._reverb_on(synth.synth, -1, 1)
         sfid = self._sfid(kit.soundfont)
         for channel in range(16):
             synth.program_select(channel, sfid, kit.bank, kit.program)
@@ -288,14 +294,44 @@ class Renderer:
     def _set_up(self, kit: Kit, reverb: bool) -> None:
         """The kit on every drum channel, each panned to its drum's place; the reverb on or
         off. `system_reset()` after the render puts pans (and programs) back."""
+        if kit.name not in self._pans:
+            self._pans[kit.name] = self._measure_pans(kit)
         sfid = self._sfid(kit.soundfont)
         for channel in CHANNELS:
             self.synth.program_select(channel, sfid, kit.bank, kit.program)
-        if not kit.placed:
-            for drum, pan in kitdefs.PAN.items():
-                self.synth.cc(kitdefs.DRUM_CHANNELS[drum], 10, round(64 + 63 * pan))
+        for channel, value in self._pans[kit.name].items():
+            self.synth.cc(channel, 10, value)
+            self.synth.cc(channel, 91, kitdefs.REVERB_SEND)
         if self._reverb_on is not None:
             self._reverb_on(self.synth.synth, -1, int(reverb))
+
+    def _measure_pans(self, kit: Kit) -> dict[int, int]:
+        """Channel -> the pan (CC 10) that puts its drum at `drumgen.kits.BALANCE_DB`.
+
+        Soundfonts place their drums themselves (AVL's hats sit left, FluidR3's right) and
+        pan answers differently in each (FluidR3's stereo samples move at most 7.6 dB), so
+        the pan is found by bisection on short dry hits. It starts from the synth's reset
+        state and runs the same steps each time, so it gives the same pans every time."""
+        self._reset_voices()  # leaves the reverb off
+        sfid = self._sfid(kit.soundfont)
+        pans = {}
+        for drum, target in kitdefs.BALANCE_DB.items():
+            channel, key = kitdefs.DRUM_CHANNELS[drum], kit.keys[DRUMS.index(drum)]
+            if channel in pans:
+                continue  # the open hat goes where the closed one is
+            self.synth.program_select(channel, sfid, kit.bank, kit.program)
+            lo, hi = 0, 127
+            while lo < hi:  # the balance rises with the pan
+                mid = (lo + hi) // 2
+                self.synth.cc(channel, 10, mid)
+                self.synth.noteon(channel, key, 100)
+                measured = balance_db(self._samples(PAN_PROBE))
+                self.synth.all_sounds_off(channel)
+                self._samples(BLOCK)
+                lo, hi = (mid + 1, hi) if measured < target else (lo, mid)
+            pans[channel] = lo
+        self._reset_voices()
+        return pans
 
     def to_ogg(self, pattern: Pattern, kit: str | None = None,
                reverb: bool | None = None) -> bytes:
@@ -319,67 +355,6 @@ def _c_functions(fluidsynth):
     set_rate = fluidsynth.cfunc("fluid_synth_set_sample_rate", None, ("synth", c_void_p, 1),
                                 ("sample_rate", c_float, 1))
     return write, reverb_on, set_rate
-
-
-@functools.lru_cache(maxsize=16)
-def _k_weighting(n: int) -> np.ndarray:
-    """|H|^2 of ITU-R BS.1770's K-weighting (a +4 dB high shelf from about 1.5 kHz and a
-    38 Hz high-pass, as biquads from the RBJ cookbook, as pyloudnorm builds them) at the
-    `n // 2 + 1` bins of an `n`-point rfft."""
-    z = np.exp(-1j * np.pi * np.arange(n // 2 + 1) / (n // 2))  # z^-1 at each bin
-    gain = np.ones(len(z))
-    for kind, fc, q in (("shelf", 1500.0, 1 / np.sqrt(2)), ("highpass", 38.0, 0.5)):
-        w0 = 2 * np.pi * fc / SAMPLE_RATE
-        cos, alpha = np.cos(w0), np.sin(w0) / (2 * q)
-        if kind == "shelf":
-            a = 10 ** (4.0 / 40)
-            b = (a * ((a + 1) + (a - 1) * cos + 2 * np.sqrt(a) * alpha),
-                 -2 * a * ((a - 1) + (a + 1) * cos),
-                 a * ((a + 1) + (a - 1) * cos - 2 * np.sqrt(a) * alpha))
-            den = ((a + 1) - (a - 1) * cos + 2 * np.sqrt(a) * alpha,
-                   2 * ((a - 1) - (a + 1) * cos),
-                   (a + 1) - (a - 1) * cos - 2 * np.sqrt(a) * alpha)
-        else:
-            b = ((1 + cos) / 2, -(1 + cos), (1 + cos) / 2)
-            den = (1 + alpha, -2 * cos, 1 - alpha)
-        gain *= np.abs(np.polyval(b[::-1], z) / np.polyval(den[::-1], z)) ** 2
-    return gain
-
-
-LOUDNESS_FRAME = 8192  # samples (186 ms); see `loudness`
-#: A render peaking under this (-100 dBFS) is silence: FluidSynth's reverb settles on an
-#: offset of about 1e-8 that never ends, and the softest hit peaks near 1e-3.
-SILENCE_PEAK = 1e-5
-
-
-def loudness(audio: np.ndarray) -> float:
-    """Loudness of a stereo loop in LUFS: K-weighted mean square per ITU-R BS.1770, summed
-    over the channels, over the whole loop and ungated (a loop has no silence to gate out).
-
-    Computed in the frequency domain, frame by frame (Parseval): a 4-bar loop's length often
-    has a large prime factor, which made one whole-loop FFT 14-170 ms here; 8192-sample
-    frames take about 5 ms and agree with it to within 0.1 dB (tests/test_render.py).
-    -inf for silence."""
-    frames = -(-len(audio) // LOUDNESS_FRAME)
-    padded = np.zeros((2, frames * LOUDNESS_FRAME), np.float32)
-    padded[:, : len(audio)] = audio.T
-    spectrum = np.fft.rfft(padded.reshape(2, frames, LOUDNESS_FRAME), axis=2)
-    power = (spectrum.real ** 2 + spectrum.imag ** 2) * _k_weighting(LOUDNESS_FRAME)
-    power[..., 1: LOUDNESS_FRAME // 2] *= 2  # each bin but DC and Nyquist stands for two
-    mean_square = float(power.sum()) / (LOUDNESS_FRAME * max(1, len(audio)))
-    return -0.691 + 10 * np.log10(mean_square) if mean_square > 0 else float("-inf")
-
-
-def normalise(audio: np.ndarray) -> np.ndarray:
-    """The loop scaled to `drumgen.kits.LOUDNESS_LUFS`, but never peaking over
-    `drumgen.kits.PEAK_DBFS` (a quiet, peaky loop stays under the target). Silence (under
-    SILENCE_PEAK) comes back as zeros: scaled up, the reverb's offset would be loud noise."""
-    peak = float(np.abs(audio).max()) if len(audio) else 0.0
-    if peak < SILENCE_PEAK:
-        return np.zeros_like(audio)
-    gain_db = min(kitdefs.LOUDNESS_LUFS - loudness(audio),
-                  kitdefs.PEAK_DBFS - 20 * np.log10(peak))
-    return (audio * np.float32(10 ** (gain_db / 20))).astype(np.float32)
 
 
 def encode(audio: np.ndarray, fmt: str) -> bytes:
