@@ -42,6 +42,15 @@ def _k_weighting(n: int) -> np.ndarray:
     return gain
 
 
+@functools.lru_cache(maxsize=1)
+def _bin_weights() -> np.ndarray:
+    """K-weighting per rfft bin of a LOUDNESS_FRAME, doubled for the bins that stand for two
+    (all but DC and Nyquist), repeated for the real and the imaginary part."""
+    weights = _k_weighting(LOUDNESS_FRAME).copy()
+    weights[1: LOUDNESS_FRAME // 2] *= 2
+    return np.repeat(weights, 2).astype(np.float32)
+
+
 def loudness(audio: np.ndarray) -> float:
     """Loudness of a stereo loop in LUFS: K-weighted mean square per ITU-R BS.1770, summed
     over the channels, over the whole loop and ungated (a loop has no silence to gate out).
@@ -54,10 +63,10 @@ def loudness(audio: np.ndarray) -> float:
     frames = -(-len(audio) // LOUDNESS_FRAME)
     padded = np.zeros((2, frames * LOUDNESS_FRAME), np.float32)
     padded[:, : len(audio)] = audio.T
-    spectrum = np.fft.rfft(padded.reshape(2, frames, LOUDNESS_FRAME), axis=2)
-    power = (spectrum.real ** 2 + spectrum.imag ** 2) * _k_weighting(LOUDNESS_FRAME)
-    power[..., 1: LOUDNESS_FRAME // 2] *= 2  # each bin but DC and Nyquist stands for two
-    mean_square = float(power.sum()) / (LOUDNESS_FRAME * max(1, len(audio)))
+    spectrum = np.fft.rfft(padded.reshape(2 * frames, LOUDNESS_FRAME), axis=1)
+    parts = spectrum.view(np.float32)  # real and imaginary parts, side by side
+    mean_square = float(np.dot(np.einsum("ij,ij->j", parts, parts), _bin_weights()))
+    mean_square /= LOUDNESS_FRAME * max(1, len(audio))
     return -0.691 + 10 * np.log10(mean_square) if mean_square > 0 else float("-inf")
 
 
@@ -70,7 +79,7 @@ def normalise(audio: np.ndarray) -> np.ndarray:
         return np.zeros_like(audio)
     gain_db = min(kitdefs.LOUDNESS_LUFS - loudness(audio),
                   kitdefs.PEAK_DBFS - 20 * np.log10(peak))
-    return (audio * np.float32(10 ** (gain_db / 20))).astype(np.float32)
+    return audio * np.float32(10 ** (gain_db / 20))
 
 
 def balance_db(audio: np.ndarray) -> float:

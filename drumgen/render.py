@@ -107,6 +107,7 @@ class Renderer:
         self.reverb = os.environ.get("DRUMGEN_REVERB", "1") != "0" if reverb is None else reverb
         self._sfids: dict[Path, int] = {}
         self._pans: dict[str, dict[int, int]] = {}  # kit name -> channel -> CC 10, measured
+        self._keys: range | list[int] | None = None  # the first kit's keys that sound
         self._write_float = self._reverb_on = self._set_rate = None
         self._clock = 0  # samples read from the synth so far, to keep renders block-aligned
         try:
@@ -210,10 +211,12 @@ class Renderer:
             synth.program_select(channel, sfid, kit.bank, kit.program)
         polyphony = int(synth.get_setting("synth.polyphony") or 256)
         count = getattr(synth, "get_active_voice_count", None)
+        if self._keys is None:
+            self._keys = self._sounding_keys(count)
         active, step = 0, 1
         for _ in range(polyphony):  # rounds; notes pile up until every slot is playing
             for channel in range(16):
-                for key in range(128):
+                for key in self._keys:
                     if count is None:  # an old pyfluidsynth: one round of every key
                         synth.noteon(channel, key, 100)
                         continue
@@ -226,6 +229,21 @@ class Renderer:
                 break
         self._samples(BLOCK)
         self._silence()
+
+    def _sounding_keys(self, count) -> range | list[int]:
+        """The keys of the first kit that start a voice (26 of 128 for Black Pearl): the
+        others start none and kill none, so the slot reset skips them (1,300 note-ons a
+        render down to about 300)."""
+        if count is None:
+            return range(128)
+        keys = []
+        for key in range(128):
+            self.synth.noteon(0, key, 100)
+            if count():
+                keys.append(key)
+            self.synth.all_sounds_off(0)
+            self._samples(BLOCK)
+        return keys
 
     def kit(self, name: str | None) -> Kit:
         """A kit by its full name, or by short name ("808") from the best soundfont with it;
