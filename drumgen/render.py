@@ -194,7 +194,7 @@ class Renderer:
         if self._set_rate is not None:  # rebuilds the reverb: its tail outlives the reset
             self._set_rate(self.synth.synth, float(SAMPLE_RATE))
         if self._reverb_on is not None:  # and keeps it off, fresh, until a render wants it
-            self._reverb_on(self.synth.synth, -1, 0)
+            self._reverb_on(self.synth.synth, 0)
         self._samples(2 * BLOCK)
         self._align()
 
@@ -205,7 +205,7 @@ class Renderer:
         synth, kit = self.synth, self.kits[0]
         self._silence()
         if self._reverb_on is not None:  # with the reverb on, so each slot's send is reset too
-            self._reverb_on(synth.synth, -1, 1)
+            self._reverb_on(synth.synth, 1)
         sfid = self._sfid(kit.soundfont)
         for channel in range(16):
             synth.program_select(channel, sfid, kit.bank, kit.program)
@@ -321,7 +321,7 @@ class Renderer:
             self.synth.cc(channel, 10, value)
             self.synth.cc(channel, 91, kitdefs.REVERB_SEND)
         if self._reverb_on is not None:
-            self._reverb_on(self.synth.synth, -1, int(reverb))
+            self._reverb_on(self.synth.synth, int(reverb))
 
     def _measure_pans(self, kit: Kit) -> dict[int, int]:
         """Channel -> the pan (CC 10) that puts its drum at `drumgen.kits.BALANCE_DB`.
@@ -361,15 +361,16 @@ class Renderer:
 
 
 def _c_functions(fluidsynth):
-    """`fluid_synth_write_float`, `fluid_synth_reverb_on` and `fluid_synth_set_sample_rate`
-    through pyfluidsynth's ctypes helper (each None where the library lacks it)."""
+    """`fluid_synth_write_float`, `fluid_synth_set_reverb_on` (in FluidSynth 1 and 2 alike)
+    and `fluid_synth_set_sample_rate` through pyfluidsynth's ctypes helper (each None where
+    the library lacks it)."""
     from ctypes import c_float, c_int, c_void_p
     write = fluidsynth.cfunc("fluid_synth_write_float", c_int, ("synth", c_void_p, 1),
                              ("len", c_int, 1), ("lout", c_void_p, 1), ("loff", c_int, 1),
                              ("lincr", c_int, 1), ("rout", c_void_p, 1), ("roff", c_int, 1),
                              ("rincr", c_int, 1))
-    reverb_on = fluidsynth.cfunc("fluid_synth_reverb_on", c_int, ("synth", c_void_p, 1),
-                                 ("fx_group", c_int, 1), ("on", c_int, 1))
+    reverb_on = fluidsynth.cfunc("fluid_synth_set_reverb_on", None, ("synth", c_void_p, 1),
+                                 ("on", c_int, 1))
     set_rate = fluidsynth.cfunc("fluid_synth_set_sample_rate", None, ("synth", c_void_p, 1),
                                 ("sample_rate", c_float, 1))
     return write, reverb_on, set_rate
