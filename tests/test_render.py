@@ -209,19 +209,16 @@ def test_the_room_reverb_rings_on_and_can_be_turned_off(renderer, groove):
     assert not np.allclose(renderer.render(groove), off.render(groove), atol=1e-3)
 
 
-def test_louder_hits_are_brighter_where_the_kit_has_velocity_layers(renderer):
-    """AVL's Black Pearl has velocity layers, FluidR3 a velocity-to-filter modulator: a
-    harder snare is louder and brighter. (Our synthesized kit only gets louder.)"""
-    names = [n for n in ("black pearl", "standard (FluidR3_GM)")
-             if any(n in k.name for k in renderer.kits)]
-    if not names:
-        pytest.skip("neither AVL Drumkits nor FluidR3 is installed")
+def test_louder_hits_are_brighter_not_only_louder(renderer):
+    """AVL's Black Pearl has velocity layers, FluidR3 a velocity filter, and our kit a
+    velocity-to-cutoff modulator (soundfonts/make_kit.py): a harder snare is louder and
+    brighter. (Red Zeppelin's layers get louder but not brighter: not asserted.)"""
+    names = [KIT_NAME] + [n for n in ("black pearl", "standard (FluidR3_GM)")
+                          if any(n in k.name for k in renderer.kits)]
     for name in names:
         soft, hard = one_hit(renderer, name, "snare", 60), one_hit(renderer, name, "snare", 127)
         assert rms(hard) > 2 * rms(soft), name
         assert centroid(hard) > 1.03 * centroid(soft), (name, centroid(soft), centroid(hard))
-    ours = [centroid(one_hit(renderer, KIT_NAME, "snare", v)) for v in (60, 127)]
-    assert ours[1] == pytest.approx(ours[0], rel=0.01)
 
 
 def test_render_is_one_exact_loop_and_audible(renderer, groove):
