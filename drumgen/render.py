@@ -1,8 +1,9 @@
 """Audio: render a pattern through FluidSynth with a drum kit, to a seamless loop.
 
-One `fluidsynth.Synth` is loaded once per process and reused under a lock (30-50 ms a render
-against 100-200 ms for the fluidsynth CLI's fast render, measured on this project's 2-core
-machine). Soundfonts are found in the repository's
+One `fluidsynth.Synth` is loaded once per process and reused under a lock (a 4-bar render
+takes 12-35 ms dry and unnormalised, 40-90 ms with the room and the loudness, against
+100-200 ms for the fluidsynth CLI's fast render, measured on this project's 2-core machine;
+bench/render.py). Soundfonts are found in the repository's
 `soundfonts/` (our own CC0 kit), in $DRUMGEN_SOUNDFONTS, and where Debian installs soundfonts.
 The best installed kit plays by default (`drumgen.kits`: multi-sampled acoustic kits, then GM
 kits, then ours); a style or preset picks its own, and a kit asked for by name always wins.
