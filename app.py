@@ -57,7 +57,7 @@ def describe(style: str) -> str:
     return f"GMD style **{style}**: learned from the Groove MIDI Dataset's {style} recordings."
 
 
-def on_style(style: str, kit: str):
+def on_style(style: str):
     """A preset sets the tempo and the swing slider to what it plays (the effective feel);
     the user can move either afterwards, swing back to straight included. The kit is left as
     the user set it: on "auto" the preset's kit plays, and the summary names it."""
@@ -836,7 +836,7 @@ def build() -> gr.Blocks:
             variations.change(lambda n: gr.update(visible=(n or 1) > 1), variations, files,
                               api_visibility="private", show_progress="hidden")
             dice.click(new_seed, None, seed, api_name="new_seed")
-            style.change(on_style, [style, kit], [style_info, tempo, kit, swing],
+            style.change(on_style, style, [style_info, tempo, kit, swing],
                          api_visibility="private")
             model.change(on_model, [model, style], [style, temperature, top_k, top_p,
                                                     style_strength], api_visibility="private")

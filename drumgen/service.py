@@ -144,8 +144,7 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
     start = time.perf_counter()
     grooves = gen.generate(request)
     gen_s = time.perf_counter() - start
-    result, used, render_s = _package(grooves, request.style, request.tempo, kit, midi_layout,
-                                      wav, audio)
+    result, used, render_s = _package(grooves, request.tempo, kit, midi_layout, wav, audio)
     first = grooves[0]
     result.info = (
         f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
@@ -184,8 +183,8 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
     grooves = getattr(gen, verb)(request)
     gen_s = time.perf_counter() - start
     first = grooves[0]
-    result, used, render_s = _package(grooves, request.style, first.pattern.tempo, kit,
-                                      midi_layout, wav, audio)
+    result, used, render_s = _package(grooves, first.pattern.tempo, kit, midi_layout, wav,
+                                      audio)
     result.info = (
         f"**{verb}**: {EDITS[verb](first)}. **{first.preset or first.style}** (style "
         f"`{first.style}`), {first.pattern.bars} bars at {first.pattern.tempo:g} bpm, seed "
@@ -220,7 +219,7 @@ def _sampling_line(groove) -> str:
             f"style strength {s['style_strength']:g}")
 
 
-def _package(grooves, style: str, tempo: float, kit: str | None, midi_layout: str, wav: bool,
+def _package(grooves, tempo: float, kit: str | None, midi_layout: str, wav: bool,
              audio: bool) -> tuple[Result, str, float]:
     """Each groove's .mid (and audio) in a fresh folder; returns the result, the kit that
     played and the render time."""
