@@ -51,7 +51,6 @@ PAN_PROBE = 64 * 64  # samples (93 ms) of a hit whose stereo balance sets its ch
 REPO_SOUNDFONTS = Path(__file__).resolve().parent.parent / "soundfonts"
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/soundfonts"),
                          Path("/usr/share/sounds/sf3"))
-KIT_PROGRAMS = kitdefs.GM_PROGRAMS
 #: The channels the drums play on (`drumgen.kits.DRUM_CHANNELS`), each given the kit.
 CHANNELS = tuple(sorted(set(kitdefs.DRUM_CHANNELS.values())))
 
@@ -162,7 +161,7 @@ class Renderer:
                 name, keys = acoustic
                 kits.append(Kit(f"{name} ({path.stem})", path, 0, 0, keys,
                                 kitdefs.RANK_ACOUSTIC))
-            for name, program in KIT_PROGRAMS.items():
+            for name, program in kitdefs.GM_PROGRAMS.items():
                 if self.synth.sfpreset_name(sfid, 128, program):
                     kits.append(Kit(f"{name} ({path.stem})", path, 128, program,
                                     rank=kitdefs.RANK_OURS if ours else kitdefs.RANK_GM))
