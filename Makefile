@@ -27,6 +27,7 @@ lint: setup-dev
 bench: setup-dev
 	$(BIN)/python bench/generate.py
 	$(BIN)/python bench/edit.py
+	$(BIN)/python bench/render.py
 	$(BIN)/python bench/app_load.py
 
 setup: apt $(STAMPS)/venv

@@ -33,6 +33,7 @@ from drumgen.render import Renderer  # noqa: E402
 
 STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
+AUTO_KIT = "auto (fits the style)"  # the preset's or the style's kit, else the best installed
 USER_ERRORS = (RequestError, MidiError, ModelError, ValueError, FileNotFoundError,
                draft_mod.DraftError)
 MAX_TAKES = 50  # undo history per browser session
@@ -56,15 +57,14 @@ def describe(style: str) -> str:
     return f"GMD style **{style}**: learned from the Groove MIDI Dataset's {style} recordings."
 
 
-def on_style(style: str, kit: str):
-    """A preset sets the tempo, the kit and the swing slider to what it plays (the effective
-    feel); the user can move any of them afterwards, swing back to straight included."""
+def on_style(style: str):
+    """A preset sets the tempo and the swing slider to what it plays (the effective feel);
+    the user can move either afterwards, swing back to straight included. The kit is left as
+    the user set it: on "auto" the preset's kit plays, and the summary names it."""
     preset = presets_mod.find(style or "")
     if not preset:
         return describe(style), gr.update(), gr.update(), gr.update()
-    renderer = Renderer.default()
-    kit_name = renderer.kit(preset.kit).name if renderer.available else kit
-    return (describe(style), gr.update(value=preset.tempo), gr.update(value=kit_name),
+    return (describe(style), gr.update(value=preset.tempo), gr.update(),
             gr.update(value=preset.feel.swing))
 
 
@@ -90,7 +90,8 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
         density: auto, sparse, normal, busy, or hits per bar (1-64).
         swing: 50 (straight) to 75 percent; empty takes the preset's swing, else straight.
         humanize: 0 to 1, random timing and velocity jitter.
-        kit: the sound kit the audio is rendered with.
+        kit: the sound kit the audio is rendered with ("auto (fits the style)": the
+            preset's or the style's kit, else the best installed; the summary names it).
         midi_layout: gm, td11 or multitrack.
         prime: a MIDI groove to continue (optional).
         model: a model name (default: the shipped model).
@@ -455,7 +456,7 @@ def _from_query(name, text):
 # -- helpers --------------------------------------------------------------------------------
 
 def _kit(kit):
-    return None if kit in (None, "", NO_AUDIO_KIT) else kit
+    return None if kit in (None, "", NO_AUDIO_KIT, AUTO_KIT) else kit
 
 
 def _audio(take, kit):
@@ -624,6 +625,12 @@ trained on the Groove MIDI Dataset's train split and selected on its validation 
 Eck and David Bamman (Google Magenta), CC BY 4.0: *Learning to Groove with Inverse Sequence
 Transformations*, ICML 2019.
 
+**Sound credit.** The acoustic kits Black Pearl and Red Zeppelin are AVL Drumkits by Glen
+MacArthur (AV Linux, bandshed.net), CC BY-SA 3.0, from Debian's `avldrums.lv2-soundfont`
+(x42's avldrums.lv2); music made with them may be licensed freely. The General MIDI kits are
+FluidR3_GM by Frank Wen (MIT), from Debian's `fluid-soundfont-gm`. `drumgen-kit` is our own
+synthesized kit, CC0. Each installed kit is listed under *Kit (sound)*.
+
 **Producer presets** steer the GMD-trained model: a conditioning style, a tempo range, a feel
 applied after generation and a kit. They are our reading of each producer's well-known habits;
 the model has not learned those producers. Fine-tune on your own MIDI (Train tab or
@@ -676,7 +683,7 @@ def _preset_table() -> str:
 
 def build() -> gr.Blocks:
     renderer = Renderer.default()
-    kits = [k.name for k in renderer.kits] + [NO_AUDIO_KIT]
+    kits = [AUTO_KIT] + [k.name for k in renderer.kits] + [NO_AUDIO_KIT]
     model_names = list(service.models())
     enabled, why = service.training_enabled()
     with gr.Blocks(title="drumgen", delete_cache=(600, 900)) as demo:
@@ -829,7 +836,7 @@ def build() -> gr.Blocks:
             variations.change(lambda n: gr.update(visible=(n or 1) > 1), variations, files,
                               api_visibility="private", show_progress="hidden")
             dice.click(new_seed, None, seed, api_name="new_seed")
-            style.change(on_style, [style, kit], [style_info, tempo, kit, swing],
+            style.change(on_style, style, [style_info, tempo, kit, swing],
                          api_visibility="private")
             model.change(on_model, [model, style], [style, temperature, top_k, top_p,
                                                     style_strength], api_visibility="private")

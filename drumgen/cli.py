@@ -57,8 +57,10 @@ def _write(grooves, args) -> None:
         if args.wav:
             from .render import Renderer
             wav = path.with_suffix(".wav")
-            Renderer.default().write_wav(groove.pattern, wav, kit=args.sound)
-            print(f"wrote {wav}")
+            renderer = Renderer.default()
+            kit = renderer.choose(groove.preset or groove.style, args.sound)
+            renderer.write_wav(groove.pattern, wav, kit=kit.name, reverb=not args.dry)
+            print(f"wrote {wav} (kit {kit.name})")
 
 
 def _edit_fields(args) -> dict:
@@ -211,7 +213,9 @@ def _sampling_args(p: argparse.ArgumentParser, tempo_help: str) -> None:
                    help="0 (no style) to 3; 1 = as trained (default: the model's)")
     p.add_argument("--variations", type=int, default=1)
     p.add_argument("--kit", default="gm", help="MIDI layout: gm, td11 or multitrack")
-    p.add_argument("--sound", default="standard", help="kit to render --wav with")
+    p.add_argument("--sound", default=None,
+                   help="kit to render --wav with (default: the one that fits the style)")
+    p.add_argument("--dry", action="store_true", help="render --wav without the room reverb")
     p.add_argument("--wav", action="store_true", help="also render audio beside each MIDI")
     p.add_argument("--out", default="groove.mid")
 

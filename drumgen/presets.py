@@ -20,7 +20,7 @@ class Preset:
     style: str  # the conditioning style, one of the model's styles
     tempo_range: tuple[int, int]
     feel: Feel
-    kit: str  # a kit name from drumgen.render.KIT_PROGRAMS
+    kit: str  # the kit tried first (a short kit name, drumgen.kits), then its style's
     description: str
     density: str = "auto"
     tags: tuple[str, ...] = field(default_factory=tuple)
@@ -34,12 +34,12 @@ PRESETS: dict[str, Preset] = {p.name.lower(): p for p in (
     Preset("J Dilla", "hiphop", (82, 96),
            Feel(swing=58, laid_back_ms={"snare": 22, "closed_hat": 12, "kick": -6},
                 velocity_shape="soft_hats", humanize=0.35),
-           "standard",
+           "black pearl",
            "Hip-hop with MPC swing, a dragging snare and pushed kicks: the 'drunk' feel."),
     Preset("Questlove", "soul", (84, 100),
            Feel(swing=54, laid_back_ms={"snare": 14}, velocity_shape="ghost_notes",
                 humanize=0.2),
-           "room",
+           "black pearl",
            "Deep-pocket neo-soul: a late, fat backbeat over quiet ghost notes."),
     Preset("Metro Boomin", "hiphop", (130, 150),
            Feel(swing=50, velocity_shape="hard", humanize=0.0),
@@ -49,11 +49,11 @@ PRESETS: dict[str, Preset] = {p.name.lower(): p for p in (
     Preset("DJ Premier", "hiphop", (86, 96),
            Feel(swing=56, laid_back_ms={"snare": 8}, velocity_shape="accent_backbeat",
                 humanize=0.15),
-           "standard",
+           "black pearl",
            "Boom-bap: swung 16ths and a heavy, slightly late snare on 2 and 4."),
     Preset("Tony Allen", "afrobeat", (100, 120),
            Feel(swing=53, velocity_shape="ghost_notes", humanize=0.25),
-           "standard",
+           "black pearl",
            "Afrobeat: busy, interlocking hi-hat and snare patterns over a floating kick.",
            density="busy"),
 )}

@@ -1,16 +1,27 @@
 """Audio: render a pattern through FluidSynth with a drum kit, to a seamless loop.
 
-One `fluidsynth.Synth` is loaded once per process and reused under a lock (30-50 ms a render
-against 100-200 ms for the fluidsynth CLI's fast render, measured on this project's 2-core
-machine). Soundfonts are found in the repository's
-`soundfonts/` (our own CC0 kit), in $DRUMGEN_SOUNDFONTS, and where Debian installs GM soundfonts.
+One `fluidsynth.Synth` is loaded once per process and reused under a lock (a 4-bar render
+takes 12-35 ms dry and unnormalised, 40-90 ms with the room and the loudness, against
+100-200 ms for the fluidsynth CLI's fast render, measured on this project's 2-core machine;
+bench/render.py). Soundfonts are found in the repository's
+`soundfonts/` (our own CC0 kit), in $DRUMGEN_SOUNDFONTS, and where Debian installs soundfonts.
+The best installed kit plays by default (`drumgen.kits`: multi-sampled acoustic kits, then GM
+kits, then ours); a style or preset picks its own, and a kit asked for by name always wins.
+
+The mix (`drumgen.kits`): each drum on its own channel, panned from the drummer's seat; a light
+room from FluidSynth's own reverb (`reverb=False`, or DRUMGEN_REVERB=0, turns it off); and the
+loop scaled to one loudness whatever the kit or the groove.
 
 Renders are reproducible: the same pattern and kit give the same samples, whatever was rendered
 before. FluidSynth habits that stood in the way, each measured here:
 - its 16-bit output is dithered with noise that carries on from call to call: we read floats;
 - `system_reset()` leaves some voices sounding (FluidR3's 808 cymbals rang into the next
-  render): every channel also gets `all_sounds_off`, and reverb and chorus, whose tails outlive
-  any reset, are off (the loops are dry, as drum loops for a DAW usually are);
+  render): every channel also gets `all_sounds_off`;
+- the reverb's tail outlives `system_reset()` and never quite ends (it settles on a 1e-8
+  offset); FluidSynth 2.3 has no call to clear it but `fluid_synth_set_sample_rate`, which
+  rebuilds the reverb: each reset calls it, and the reverb stays off until a render turns it
+  on. A voice slot's reverb send also carries over (a FluidR3 render with reverb moved the
+  next render by 2e-4): the slots are reset with the reverb on;
 - a note starts at the next 64-sample block, so timing depended on how many samples earlier
   renders had read: renders start on a block boundary and onsets are rounded to blocks (1.45 ms);
 - a voice slot starts each note from the state its previous note left (a fresh slot attacks
@@ -28,22 +39,28 @@ from pathlib import Path
 
 import numpy as np
 
-from .constants import DRUM_CHANNEL, KITS
+from . import kits as kitdefs
+from . import presets
+from .constants import DRUMS, KITS
+from .mix import SAMPLE_RATE, balance_db, normalise
 from .pattern import Pattern, atomic_write_bytes
 
-SAMPLE_RATE = 44100
 BLOCK = 64  # FluidSynth renders, and starts notes, in blocks of this many samples
 TAIL_SECONDS = 1.5  # ring-out folded back onto the start, so the loop is seamless
+PAN_PROBE = 64 * 64  # samples (93 ms) of a hit whose stereo balance sets its channel's pan
 REPO_SOUNDFONTS = Path(__file__).resolve().parent.parent / "soundfonts"
 SYSTEM_SOUNDFONT_DIRS = (Path("/usr/share/sounds/sf2"), Path("/usr/share/soundfonts"),
                          Path("/usr/share/sounds/sf3"))
-#: GM 2 / GS drum-kit programs on bank 128 -> kit name.
-KIT_PROGRAMS: dict[str, int] = {"standard": 0, "room": 8, "power": 16, "electronic": 24,
-                                "808": 25, "jazz": 32, "brush": 40}
+#: The channels the drums play on (`drumgen.kits.DRUM_CHANNELS`), each given the kit.
+CHANNELS = tuple(sorted(set(kitdefs.DRUM_CHANNELS.values())))
 
 
 class RenderError(RuntimeError):
     """Audio could not be made; the message says why (the MIDI and grid still work)."""
+
+
+class UnknownKit(ValueError):
+    """A kit name that no installed soundfont has; the message names the `kit` parameter."""
 
 
 @dataclass(frozen=True)
@@ -52,6 +69,12 @@ class Kit:
     soundfont: Path
     bank: int
     program: int
+    keys: tuple[int, ...] = KITS["gm"]  # the key each drum plays, in DRUMS order
+    rank: int = kitdefs.RANK_GM  # lower sounds better (drumgen.kits.RANK_*)
+
+    @property
+    def short(self) -> str:
+        return self.name.split(" (")[0]
 
 
 def soundfont_paths() -> list[Path]:
@@ -76,19 +99,24 @@ class Renderer:
     _default: Renderer | None = None
     _default_lock = threading.Lock()
 
-    def __init__(self, soundfonts: list[Path] | None = None):
+    def __init__(self, soundfonts: list[Path] | None = None, reverb: bool | None = None):
+        """`reverb`: the room reverb's default for `render` (None: on unless DRUMGEN_REVERB=0)."""
         self._lock = threading.Lock()
         self.reason = ""
         self.synth = None
+        self.reverb = os.environ.get("DRUMGEN_REVERB", "1") != "0" if reverb is None else reverb
         self._sfids: dict[Path, int] = {}
-        self._write_float = None
+        self._pans: dict[str, dict[int, int]] = {}  # kit name -> channel -> CC 10, measured
+        self._keys: range | list[int] | None = None  # the first kit's keys that sound
+        self._write_float = self._reverb_on = self._set_rate = None
         self._clock = 0  # samples read from the synth so far, to keep renders block-aligned
         try:
             import fluidsynth  # needs Debian's libfluidsynth3
             self.synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=0.6,
-                                          **{"synth.reverb.active": 0,
+                                          **{"synth.reverb.active": 1,
                                              "synth.chorus.active": 0})
-            self._write_float = _float_writer(fluidsynth)
+            self.synth.set_reverb(**kitdefs.REVERB)
+            self._write_float, self._reverb_on, self._set_rate = _c_functions(fluidsynth)
         except Exception as exc:  # ImportError, OSError when the library is missing
             self.reason = f"FluidSynth is not available ({type(exc).__name__}: {exc})"
         self.kits = self._find_kits(soundfonts if soundfonts is not None else soundfont_paths())
@@ -118,6 +146,7 @@ class Renderer:
         return self._sfids[path]
 
     def _find_kits(self, paths: list[Path]) -> list[Kit]:
+        """Every kit in these soundfonts, best first (`drumgen.kits` ranks them)."""
         if self.synth is None:
             return []
         kits = []
@@ -126,10 +155,17 @@ class Renderer:
                 sfid = self._sfid(path)
             except RenderError:
                 continue
-            for name, program in KIT_PROGRAMS.items():
+            ours = path.resolve().parent == REPO_SOUNDFONTS.resolve()
+            acoustic = kitdefs.ACOUSTIC_KITS.get(self.synth.sfpreset_name(sfid, 0, 0) or "")
+            if acoustic:
+                name, keys = acoustic
+                kits.append(Kit(f"{name} ({path.stem})", path, 0, 0, keys,
+                                kitdefs.RANK_ACOUSTIC))
+            for name, program in kitdefs.GM_PROGRAMS.items():
                 if self.synth.sfpreset_name(sfid, 128, program):
-                    kits.append(Kit(f"{name} ({path.stem})", path, 128, program))
-        return kits
+                    kits.append(Kit(f"{name} ({path.stem})", path, 128, program,
+                                    rank=kitdefs.RANK_OURS if ours else kitdefs.RANK_GM))
+        return sorted(kits, key=lambda k: k.rank)  # stable: soundfont and program order
 
     def _samples(self, n: int) -> np.ndarray:
         """The next `n` stereo frames as float32 (n, 2), in [-1, 1] full scale."""
@@ -155,6 +191,10 @@ class Renderer:
         self.synth.system_reset()
         for channel in range(16):
             self.synth.all_sounds_off(channel)
+        if self._set_rate is not None:  # rebuilds the reverb: its tail outlives the reset
+            self._set_rate(self.synth.synth, float(SAMPLE_RATE))
+        if self._reverb_on is not None:  # and keeps it off, fresh, until a render wants it
+            self._reverb_on(self.synth.synth, 0)
         self._samples(2 * BLOCK)
         self._align()
 
@@ -164,15 +204,19 @@ class Renderer:
         softer attack), so without this a render would depend on what was rendered before."""
         synth, kit = self.synth, self.kits[0]
         self._silence()
+        if self._reverb_on is not None:  # with the reverb on, so each slot's send is reset too
+            self._reverb_on(synth.synth, 1)
         sfid = self._sfid(kit.soundfont)
         for channel in range(16):
             synth.program_select(channel, sfid, kit.bank, kit.program)
         polyphony = int(synth.get_setting("synth.polyphony") or 256)
         count = getattr(synth, "get_active_voice_count", None)
+        if self._keys is None:
+            self._keys = self._sounding_keys(count)
         active, step = 0, 1
         for _ in range(polyphony):  # rounds; notes pile up until every slot is playing
             for channel in range(16):
-                for key in range(128):
+                for key in self._keys:
                     if count is None:  # an old pyfluidsynth: one round of every key
                         synth.noteon(channel, key, 100)
                         continue
@@ -186,25 +230,53 @@ class Renderer:
         self._samples(BLOCK)
         self._silence()
 
+    def _sounding_keys(self, count) -> range | list[int]:
+        """The keys of the first kit that start a voice (26 of 128 for Black Pearl): the
+        others start none and kill none, so the slot reset skips them (about 1,200 note-ons
+        a reset down to 256, one a voice slot; measured here)."""
+        if count is None:
+            return range(128)
+        keys = []
+        for key in range(128):
+            self.synth.noteon(0, key, 100)
+            if count():
+                keys.append(key)
+            self.synth.all_sounds_off(0)
+            self._samples(BLOCK)
+        return keys
+
     def kit(self, name: str | None) -> Kit:
-        """A kit by its full name, or by short name ("808") from the first soundfont with it."""
+        """A kit by its full name, or by short name ("808") from the best soundfont with it;
+        None is the best installed kit. An unknown name raises `UnknownKit`."""
         if not self.available:
             raise RenderError(self.reason)
         if not name:
             return self.kits[0]
         key = name.strip().lower()
         for kit in self.kits:
-            if kit.name.lower() == key:
+            if key in (kit.name.lower(), kit.short):
                 return kit
-        for kit in self.kits:
-            if kit.name.lower().split(" (")[0] == key:
-                return kit
-        return self.kits[0]  # a preset's kit the installed soundfonts lack: use the first
+        raise UnknownKit(f"kit: no installed kit is called {name!r}; installed: "
+                         f"{', '.join(k.name for k in self.kits)}")
 
-    def render(self, pattern: Pattern, kit: str | None = None) -> np.ndarray:
-        """Stereo float32 audio of exactly `pattern.bars` bars, unnormalised, loopable."""
+    def choose(self, style: str | None = None, kit: str | None = None) -> Kit:
+        """The kit to play: the one asked for by name (it always wins), else the first
+        installed of the preset's kit and its style's kits (`drumgen.kits.STYLE_KITS`), else
+        the best installed kit."""
+        if kit:
+            return self.kit(kit)
+        preset = presets.find(style or "")
+        wanted = (preset.kit,) if preset else ()
+        wanted += kitdefs.STYLE_KITS.get(preset.style if preset else (style or "").lower(), ())
+        installed = {k.short for k in self.kits} if self.available else set()
+        return self.kit(next((w for w in wanted if w in installed), None))
+
+    def render(self, pattern: Pattern, kit: str | None = None, reverb: bool | None = None,
+               normalised: bool = True) -> np.ndarray:
+        """Stereo float32 audio of exactly `pattern.bars` bars, loopable, at the loudness
+        target (`drumgen.kits.LOUDNESS_LUFS`; `normalised=False`: as FluidSynth made it).
+        `reverb` None: the renderer's default."""
         chosen = self.kit(kit)
-        pitches = KITS["gm"]
         length = round(pattern.bars * pattern.steps_per_bar * pattern.step_seconds * SAMPLE_RATE)
         events = []
         for h in pattern.hits:
@@ -212,21 +284,21 @@ class Renderer:
             if at < 0:  # played ahead of the first downbeat: the end of the previous loop
                 at += length
             # rounded to FluidSynth's 64-sample blocks, where it starts notes anyway
-            events.append((min(length - 1, max(0, BLOCK * round(at / BLOCK))), pitches[h.drum],
+            events.append((min(length - 1, max(0, BLOCK * round(at / BLOCK))),
+                           kitdefs.DRUM_CHANNELS[DRUMS[h.drum]], chosen.keys[h.drum],
                            h.velocity))
         events.sort()
         total = length + round(TAIL_SECONDS * SAMPLE_RATE)
         with self._lock:
             synth = self.synth
             try:
-                synth.program_select(DRUM_CHANNEL, self._sfid(chosen.soundfont), chosen.bank,
-                                     chosen.program)
+                self._set_up(chosen, self.reverb if reverb is None else reverb)
                 chunks, now = [], 0
-                for at, note, velocity in events:
+                for at, channel, note, velocity in events:
                     if at > now:
                         chunks.append(self._samples(at - now))
                         now = at
-                    synth.noteon(DRUM_CHANNEL, note, velocity)
+                    synth.noteon(channel, note, velocity)
                 chunks.append(self._samples(total - now))
             finally:
                 self._reset_voices()  # leaves the synth as a fresh render expects it
@@ -235,22 +307,73 @@ class Renderer:
         for start in range(length, total, length):  # ring-out folded onto the loop's start
             tail = audio[start:start + length]
             loop[: len(tail)] += tail
-        return np.clip(loop, -1.0, 1.0)
+        return normalise(loop) if normalised else loop
 
-    def to_ogg(self, pattern: Pattern, kit: str | None = None) -> bytes:
-        return encode(self.render(pattern, kit), "OGG")
+    def _set_up(self, kit: Kit, reverb: bool) -> None:
+        """The kit on every drum channel, each panned to its drum's place; the reverb on or
+        off. `system_reset()` after the render puts pans (and programs) back."""
+        if kit.name not in self._pans:
+            self._pans[kit.name] = self._measure_pans(kit)
+        sfid = self._sfid(kit.soundfont)
+        for channel in CHANNELS:
+            self.synth.program_select(channel, sfid, kit.bank, kit.program)
+        for channel, value in self._pans[kit.name].items():
+            self.synth.cc(channel, 10, value)
+            self.synth.cc(channel, 91, kitdefs.REVERB_SEND)
+        if self._reverb_on is not None:
+            self._reverb_on(self.synth.synth, int(reverb))
 
-    def write_wav(self, pattern: Pattern, path: str | os.PathLike, kit: str | None = None):
-        return atomic_write_bytes(path, encode(self.render(pattern, kit), "WAV"))
+    def _measure_pans(self, kit: Kit) -> dict[int, int]:
+        """Channel -> the pan (CC 10) that puts its drum at `drumgen.kits.BALANCE_DB`.
+
+        Soundfonts place their drums themselves (AVL's hats sit left, FluidR3's right) and
+        pan answers differently in each (FluidR3's stereo samples move at most 7.6 dB), so
+        the pan is found by bisection on short dry hits. It starts from the synth's reset
+        state and runs the same steps each time, so it gives the same pans every time."""
+        self._reset_voices()  # leaves the reverb off
+        sfid = self._sfid(kit.soundfont)
+        pans = {}
+        for drum, target in kitdefs.BALANCE_DB.items():
+            channel, key = kitdefs.DRUM_CHANNELS[drum], kit.keys[DRUMS.index(drum)]
+            if channel in pans:
+                continue  # the open hat goes where the closed one is
+            self.synth.program_select(channel, sfid, kit.bank, kit.program)
+            lo, hi = 0, 127
+            while lo < hi:  # the balance rises with the pan
+                mid = (lo + hi) // 2
+                self.synth.cc(channel, 10, mid)
+                self.synth.noteon(channel, key, 100)
+                measured = balance_db(self._samples(PAN_PROBE))
+                self.synth.all_sounds_off(channel)
+                self._samples(BLOCK)
+                lo, hi = (mid + 1, hi) if measured < target else (lo, mid)
+            pans[channel] = lo
+        self._reset_voices()
+        return pans
+
+    def to_ogg(self, pattern: Pattern, kit: str | None = None,
+               reverb: bool | None = None) -> bytes:
+        return encode(self.render(pattern, kit, reverb), "OGG")
+
+    def write_wav(self, pattern: Pattern, path: str | os.PathLike, kit: str | None = None,
+                  reverb: bool | None = None):
+        return atomic_write_bytes(path, encode(self.render(pattern, kit, reverb), "WAV"))
 
 
-def _float_writer(fluidsynth):
-    """`fluid_synth_write_float` through pyfluidsynth's ctypes helper (None if missing)."""
-    from ctypes import c_int, c_void_p
-    return fluidsynth.cfunc("fluid_synth_write_float", c_int, ("synth", c_void_p, 1),
-                            ("len", c_int, 1), ("lout", c_void_p, 1), ("loff", c_int, 1),
-                            ("lincr", c_int, 1), ("rout", c_void_p, 1), ("roff", c_int, 1),
-                            ("rincr", c_int, 1))
+def _c_functions(fluidsynth):
+    """`fluid_synth_write_float`, `fluid_synth_set_reverb_on` (in FluidSynth 1 and 2 alike)
+    and `fluid_synth_set_sample_rate` through pyfluidsynth's ctypes helper (each None where
+    the library lacks it)."""
+    from ctypes import c_float, c_int, c_void_p
+    write = fluidsynth.cfunc("fluid_synth_write_float", c_int, ("synth", c_void_p, 1),
+                             ("len", c_int, 1), ("lout", c_void_p, 1), ("loff", c_int, 1),
+                             ("lincr", c_int, 1), ("rout", c_void_p, 1), ("roff", c_int, 1),
+                             ("rincr", c_int, 1))
+    reverb_on = fluidsynth.cfunc("fluid_synth_set_reverb_on", None, ("synth", c_void_p, 1),
+                                 ("on", c_int, 1))
+    set_rate = fluidsynth.cfunc("fluid_synth_set_sample_rate", None, ("synth", c_void_p, 1),
+                                ("sample_rate", c_float, 1))
+    return write, reverb_on, set_rate
 
 
 def encode(audio: np.ndarray, fmt: str) -> bytes:

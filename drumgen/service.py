@@ -21,7 +21,7 @@ from .constants import MIDI_LAYOUTS
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES
-from .render import Renderer, RenderError, encode
+from .render import Renderer, RenderError, UnknownKit, encode
 
 USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
                                   Path(__file__).resolve().parent.parent / "runs" / "models"))
@@ -138,13 +138,13 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
              midi_layout: str = "gm", wav: bool = True, audio: bool = True) -> Result:
     """Generate, write MIDI (and OGG/WAV audio when FluidSynth works) into a fresh folder."""
     _check_layout(midi_layout)
+    kit = _kit_for(request.style, kit) if audio else None  # an unknown kit fails here, first
     request.prime = _read_upload("prime", request.prime)
     gen = Generator.load(model_path(model))
     start = time.perf_counter()
     grooves = gen.generate(request)
     gen_s = time.perf_counter() - start
-    result, used, render_s = _package(grooves, request.style, request.tempo, kit, midi_layout,
-                                      wav, audio)
+    result, used, render_s = _package(grooves, request.tempo, kit, midi_layout, wav, audio)
     first = grooves[0]
     result.info = (
         f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
@@ -175,6 +175,7 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
     if verb not in EDITS:
         raise RequestError(f"unknown edit {verb!r}; choose from {', '.join(EDITS)}")
     _check_layout(midi_layout)
+    kit = _kit_for(request.style, kit) if audio else None
     if not hasattr(request.midi, "hits"):  # a Pattern (the page's draft) passes as it is
         request.midi = _read_upload("midi", request.midi)
     gen = Generator.load(model_path(model))
@@ -182,8 +183,8 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
     grooves = getattr(gen, verb)(request)
     gen_s = time.perf_counter() - start
     first = grooves[0]
-    result, used, render_s = _package(grooves, request.style, first.pattern.tempo, kit,
-                                      midi_layout, wav, audio)
+    result, used, render_s = _package(grooves, first.pattern.tempo, kit, midi_layout, wav,
+                                      audio)
     result.info = (
         f"**{verb}**: {EDITS[verb](first)}. **{first.preset or first.style}** (style "
         f"`{first.style}`), {first.pattern.bars} bars at {first.pattern.tempo:g} bpm, seed "
@@ -218,7 +219,7 @@ def _sampling_line(groove) -> str:
             f"style strength {s['style_strength']:g}")
 
 
-def _package(grooves, style: str, tempo: float, kit: str | None, midi_layout: str, wav: bool,
+def _package(grooves, tempo: float, kit: str | None, midi_layout: str, wav: bool,
              audio: bool) -> tuple[Result, str, float]:
     """Each groove's .mid (and audio) in a fresh folder; returns the result, the kit that
     played and the render time."""
@@ -227,13 +228,20 @@ def _package(grooves, style: str, tempo: float, kit: str | None, midi_layout: st
         stem = f"drumgen_{groove.style}_{int(tempo)}bpm_seed{groove.seed}" + (
             f"_v{i + 1}" if len(grooves) > 1 else "")
         items.append((groove.pattern, stem, f"drumgen {groove.preset or groove.style}"))
-    return package(items, _kit_for(style, kit), midi_layout, wav, audio)
+    return package(items, kit, midi_layout, wav, audio)
 
 
 def _kit_for(style: str | None, kit: str | None) -> str | None:
-    """The kit asked for, else the preset's, else None (the renderer's default)."""
-    preset = presets_mod.find(style or "")
-    return kit or (preset.kit if preset else None)
+    """The full name of the kit to play (`Renderer.choose`: the one asked for, else the
+    preset's or the style's, else the best installed); None when there is no audio. A kit
+    no soundfont has is refused, naming the `kit` parameter."""
+    renderer = Renderer.default()
+    if not renderer.available:
+        return None
+    try:
+        return renderer.choose(style, kit).name
+    except UnknownKit as exc:
+        raise RequestError(str(exc)) from None
 
 
 def render_draft(pattern, style: str | None = None, kit: str | None = None,
@@ -242,8 +250,8 @@ def render_draft(pattern, style: str | None = None, kit: str | None = None,
     """A hand-edited draft's .mid and audio (no model involved)."""
     _check_layout(midi_layout)
     stem = f"drumgen_draft_{int(pattern.tempo)}bpm_{uuid.uuid4().hex[:6]}"
-    return package([(pattern, stem, "drumgen draft")], _kit_for(style, kit), midi_layout, wav,
-                   audio)
+    return package([(pattern, stem, "drumgen draft")], _kit_for(style, kit) if audio else None,
+                   midi_layout, wav, audio)
 
 
 def package(items, kit: str | None, midi_layout: str, wav: bool,

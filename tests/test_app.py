@@ -22,6 +22,7 @@ from gradio_client.exceptions import AppError
 
 from drumgen.constants import DRUMS
 from drumgen.model import read_defaults
+from drumgen.render import Renderer
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +154,16 @@ def test_a_producer_preset(client):
     assert "J Dilla" in info
     assert_drum_midi(midi, bars=4, tempo=88)
     assert abs(soundfile.info(audio).duration - 4 * 4 * 60 / 88) < 0.02
+
+
+def test_the_kit_fits_the_style_the_users_choice_wins_and_the_page_names_it(client):
+    renderer = Renderer.default()  # the same soundfonts the app finds
+    for style in ("funk", "jazz", "Metro Boomin"):
+        info = generate(client, style=style, bars=1)[5]
+        assert f"kit {renderer.choose(style).name}," in info, info
+    ours = "standard (drumgen-kit)"
+    info = generate(client, style="Metro Boomin", bars=1, kit=ours)[5]
+    assert f"kit {ours}," in info, info
 
 
 def test_a_presets_swing_plays_unless_the_swing_is_set(client):

@@ -18,15 +18,25 @@ import numpy as np
 import pytest
 import soundfile
 
-from drumgen import grid
-from drumgen.constants import DRUM_LABELS
+from drumgen import grid, kits
+from drumgen.constants import DRUM_LABELS, DRUMS
+from drumgen.mix import balance_db, loudness
 from drumgen.pattern import Hit, Pattern
-from drumgen.render import SAMPLE_RATE, Renderer, RenderError, encode, soundfont_paths
+from drumgen.render import (
+    REPO_SOUNDFONTS,
+    SAMPLE_RATE,
+    Renderer,
+    RenderError,
+    UnknownKit,
+    encode,
+    soundfont_paths,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 REPO_KIT = ROOT / "soundfonts" / "drumgen-kit.sf2"
 KIT_NAME = "standard (drumgen-kit)"
 FLUID_R3 = Path("/usr/share/sounds/sf2/FluidR3_GM.sf2")
+BLACK_PEARL = Path("/usr/share/sounds/sf2/Black_Pearl_4_LV2.sf2")  # avldrums.lv2-soundfont
 BLOCK_S = 64 / SAMPLE_RATE  # FluidSynth starts notes on 64-sample blocks
 
 
@@ -38,16 +48,42 @@ def rms(audio: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(audio, dtype=np.float64))))
 
 
-@pytest.fixture(scope="module")
-def groove(gmd) -> Pattern:
-    """The first 4 bars of a real 4/4 funk beat from GMD's train split."""
+def gmd_beat(gmd, style: str) -> Pattern:
+    """The first 4 bars of a real 4/4 beat of `style` from GMD's train split."""
     with open(gmd / "info.csv", newline="") as f:
-        row = next(r for r in csv.DictReader(f) if r["style"] == "funk"
+        row = next(r for r in csv.DictReader(f) if r["style"].split("/")[0] == style
                    and r["beat_type"] == "beat" and r["time_signature"] == "4-4"
                    and r["split"] == "train" and float(r["duration"]) > 30)
-    pattern = Pattern.from_midi(gmd / row["midi_filename"]).slice(0, 4)
+    return Pattern.from_midi(gmd / row["midi_filename"]).slice(0, 4)
+
+
+@pytest.fixture(scope="module")
+def groove(gmd) -> Pattern:
+    """A funk beat."""
+    pattern = gmd_beat(gmd, "funk")
     assert pattern.bars == 4 and len(pattern.hits) > 30
     return pattern
+
+
+@pytest.fixture(scope="module")
+def jazz(gmd) -> Pattern:
+    """A jazz beat: ride and soft snare, where funk is hats and backbeat."""
+    pattern = gmd_beat(gmd, "jazz")
+    assert pattern.bars == 4 and any(DRUMS[h.drum] == "ride" for h in pattern.hits)
+    return pattern
+
+
+def one_hit(renderer, kit: str, drum: str, velocity: int = 100) -> np.ndarray:
+    """A single dry hit as FluidSynth made it (no normalising), its first 0.5 s."""
+    pattern = Pattern([Hit(0, 0, DRUMS.index(drum), velocity)], 1, 120.0)
+    return renderer.render(pattern, kit, reverb=False, normalised=False)[: SAMPLE_RATE // 2]
+
+
+def centroid(audio: np.ndarray) -> float:
+    """Magnitude-weighted spectral centroid (Hz) of the first 100 ms, mono."""
+    n = SAMPLE_RATE // 10
+    magnitude = np.abs(np.fft.rfft(audio[:n].astype(np.float64).mean(axis=1)))
+    return float((magnitude * np.fft.rfftfreq(n, 1 / SAMPLE_RATE)).sum() / magnitude.sum())
 
 
 @pytest.fixture(scope="module")
@@ -57,16 +93,153 @@ def renderer() -> Renderer:
     return r
 
 
-def test_default_renderer_has_the_repository_kit_first(renderer):
+def test_the_best_installed_kit_plays_by_default(renderer):
     assert renderer.reason == ""
+    ranks = [k.rank for k in renderer.kits]
+    assert ranks == sorted(ranks)  # multi-sampled acoustic, then GM, then ours
     first = renderer.kits[0]
-    assert first.name == KIT_NAME
-    assert first.soundfont.resolve() == REPO_KIT.resolve()
-    assert (first.bank, first.program) == (128, 0)
-    assert renderer.kit(None) == first
-    assert renderer.kit("standard") == first  # a short name: the first soundfont with it
-    assert renderer.kit(KIT_NAME.upper()) == first
-    assert renderer.kit("no such kit") == first  # a preset's kit we lack: the first one
+    assert renderer.kit(None) == first == renderer.choose()
+    ours = renderer.kit(KIT_NAME.upper())
+    assert ours.soundfont.resolve() == REPO_KIT.resolve() and (ours.bank, ours.program) == (128, 0)
+    assert ours == renderer.kits[-1]  # the fallback, always there, last
+    if BLACK_PEARL.is_file():  # AVL's acoustic kits sit on bank 0, not the GM bank 128
+        assert first.name == "black pearl (Black_Pearl_4_LV2)" and first.bank == 0
+    elif FLUID_R3.is_file():
+        assert first.name == "standard (FluidR3_GM)"
+    # a short name: the best soundfont with it (FluidR3's standard before ours)
+    standard = renderer.kit("standard")
+    assert standard.soundfont.resolve() == (FLUID_R3 if FLUID_R3.is_file() else REPO_KIT).resolve()
+    with pytest.raises(UnknownKit, match=r"^kit: .*'cowbell'.*standard \(drumgen-kit\)"):
+        renderer.kit("cowbell")
+
+
+def test_the_kit_follows_the_style_or_preset_and_the_users_choice_wins(renderer):
+    names = {k.name for k in renderer.kits}
+    best = renderer.kits[0]
+    assert renderer.choose("funk") == best  # a style with no kit of its own: the best
+    jazz = renderer.choose("jazz")
+    if "jazz (FluidR3_GM)" in names:
+        assert jazz.name == "jazz (FluidR3_GM)"
+    else:
+        assert jazz == best
+    assert renderer.choose("Metro Boomin").short == ("808" if "808 (FluidR3_GM)" in names
+                                                     else best.short)
+    rock = renderer.choose("rock")
+    assert rock.short == ("red zeppelin" if any("red zeppelin" in n for n in names)
+                          else best.short)
+    # the user's choice always wins, over a style and over a preset
+    assert renderer.choose("jazz", KIT_NAME).name == KIT_NAME
+    assert renderer.choose("Metro Boomin", KIT_NAME).name == KIT_NAME
+    with pytest.raises(UnknownKit, match="^kit: "):
+        renderer.choose("jazz", "cowbell")
+
+
+def test_the_repository_kit_alone_is_the_fallback(gmd):
+    """No system soundfont: only the repository's own folder. A real render, not a mock."""
+    alone = Renderer(soundfonts=sorted(REPO_SOUNDFONTS.glob("*.sf[23]")))
+    assert alone.available and [k.name for k in alone.kits] == [KIT_NAME]
+    for style in ("funk", "jazz", "Metro Boomin", "rock"):
+        assert alone.choose(style).name == KIT_NAME  # the style's kit is not there: ours
+    audio = alone.render(gmd_beat(gmd, "funk"))
+    assert rms(audio) > 0.002 and min(rms(audio[:, 0]), rms(audio[:, 1])) > 0.001
+    assert abs(loudness(audio) - kits.LOUDNESS_LUFS) <= 1.5
+    assert balance_db(one_hit(alone, KIT_NAME, "closed_hat")) < -3
+
+
+def test_every_installed_kit_sounds_at_the_loudness_target(renderer, groove, jazz):
+    """Every installed kit (at least three where FluidR3 or AVL is installed), two styles:
+    audible on both sides and within 1.5 dB of the target."""
+    assert len(renderer.kits) >= (3 if FLUID_R3.is_file() else 1)
+    for kit in renderer.kits:
+        for pattern in (groove, jazz):
+            audio = renderer.render(pattern, kit.name)
+            assert min(rms(audio[:, 0]), rms(audio[:, 1])) > 0.002, kit.name
+            level = loudness(audio)
+            assert abs(level - kits.LOUDNESS_LUFS) <= 1.5, (kit.name, level)
+            assert float(np.abs(audio).max()) <= 10 ** (kits.PEAK_DBFS / 20) + 1e-6
+
+
+def test_every_kit_is_heard_from_the_drummers_seat(renderer):
+    """Hats to the left, toms spread from high (left) to floor (right), kick and snare
+    centred, whatever image the soundfont itself gives."""
+    for kit in renderer.kits:
+        side = {d: balance_db(one_hit(renderer, kit.name, d)) for d in
+                ("kick", "snare", "closed_hat", "open_hat", "high_tom", "mid_tom", "low_tom")}
+        assert abs(side["kick"]) < 1.0 and abs(side["snare"]) < 1.0, (kit.name, side)
+        assert side["closed_hat"] < -3 and side["open_hat"] < -3, (kit.name, side)
+        assert side["high_tom"] < -2 < 2 < side["low_tom"], (kit.name, side)
+        assert side["high_tom"] <= side["mid_tom"] <= side["low_tom"], (kit.name, side)
+
+
+def test_loudness_reads_the_standards_reference_tone():
+    """ITU-R BS.1770: a 0 dBFS 997 Hz sine in one channel reads -3.01 LUFS; the other channel
+    adds its power (+3 dB); K-weighting cuts 25 Hz and lifts 10 kHz."""
+    t = np.arange(3 * SAMPLE_RATE) / SAMPLE_RATE
+    tone = np.zeros((len(t), 2), np.float32)
+    tone[:, 0] = np.sin(2 * np.pi * 997 * t)
+    assert loudness(tone) == pytest.approx(-3.01, abs=0.05)
+    tone[:, 1] = tone[:, 0]
+    assert loudness(tone) == pytest.approx(0.0, abs=0.06)
+    low, high = tone.copy(), tone.copy()
+    low[:, 0] = np.sin(2 * np.pi * 25 * t)
+    high[:, 0] = np.sin(2 * np.pi * 10000 * t)
+    low[:, 1] = high[:, 1] = 0
+    assert loudness(low) < -9 and loudness(high) > 0
+    assert loudness(np.zeros((1000, 2), np.float32)) == float("-inf")
+
+
+def test_loudness_by_frames_agrees_with_the_whole_loop(renderer, jazz):
+    from drumgen.mix import _k_weighting
+    audio = renderer.render(jazz).astype(np.float64)
+    n = len(audio)
+    power = np.abs(np.fft.rfft(audio, axis=0)) ** 2 * _k_weighting(n)[:, None]
+    power[1: (n + 1) // 2] *= 2
+    whole = -0.691 + 10 * np.log10(power.sum() / n ** 2)
+    assert abs(loudness(audio) - whole) < 0.1
+
+
+def test_the_room_reverb_rings_on_and_can_be_turned_off(renderer, groove):
+    snare = Pattern([Hit(0, 0, 1, 110)], 2, 120.0)  # one snare, then 3.9 s of nothing
+    wet, dry = renderer.render(snare), renderer.render(snare, reverb=False)
+    late = slice(int(0.6 * SAMPLE_RATE), int(1.2 * SAMPLE_RATE))
+    assert rms(wet[late]) > 3 * rms(dry[late])  # the room carries on after the hit
+    assert rms(wet[late]) < 0.3 * rms(wet[: int(0.1 * SAMPLE_RATE)])  # a light one
+    off = Renderer(reverb=False)
+    assert np.array_equal(off.render(groove), renderer.render(groove, reverb=False))
+    assert not np.allclose(renderer.render(groove), off.render(groove), atol=1e-3)
+
+
+def test_the_ring_out_and_the_room_fold_onto_the_loops_start(renderer):
+    """A snare on the last 16th of a 1-bar loop, room on: the loop sounds like the middle bar
+    of that bar played three times (its ring-out and reverb carried over the bar line), to
+    within 1 dB in every 46 ms window. 105 bpm puts each bar on FluidSynth's 64-sample
+    blocks, so both renders start their notes alike."""
+    def envelope(audio):
+        frames = len(audio) // 2048
+        windows = audio[: frames * 2048].astype(np.float64).reshape(frames, 2048, 2)
+        return 10 * np.log10(np.mean(windows ** 2, axis=(1, 2)) + 1e-30)
+
+    for kit in renderer.kits:
+        loop = renderer.render(Pattern([Hit(0, 15, 1, 120)], 1, 105.0), kit.name,
+                               normalised=False)
+        three = renderer.render(Pattern([Hit(b, 15, 1, 120) for b in range(3)], 3, 105.0),
+                                kit.name, normalised=False)
+        ours, steady = envelope(loop), envelope(three[len(loop): 2 * len(loop)])
+        audible = ours > ours.max() - 60
+        assert np.abs(ours - steady)[audible].max() < 1.0, kit.name
+        assert ours[0] > ours.max() - 40, kit.name  # the start carries the ring-out
+
+
+def test_louder_hits_are_brighter_not_only_louder(renderer):
+    """AVL's Black Pearl has velocity layers, FluidR3 a velocity filter, and our kit a
+    velocity-to-cutoff modulator (soundfonts/make_kit.py): a harder snare is louder and
+    brighter. (Red Zeppelin's layers get louder but not brighter: not asserted.)"""
+    names = [KIT_NAME] + [n for n in ("black pearl", "standard (FluidR3_GM)")
+                          if any(n in k.name for k in renderer.kits)]
+    for name in names:
+        soft, hard = one_hit(renderer, name, "snare", 60), one_hit(renderer, name, "snare", 127)
+        assert rms(hard) > 2 * rms(soft), name
+        assert centroid(hard) > 1.03 * centroid(soft), (name, centroid(soft), centroid(hard))
 
 
 def test_render_is_one_exact_loop_and_audible(renderer, groove):
@@ -113,7 +286,10 @@ def test_a_hit_before_the_first_downbeat_wraps_to_the_loop_end(renderer):
 def test_an_empty_pattern_renders_silence(renderer):
     audio = renderer.render(Pattern([], 2, 90.0))
     assert len(audio) == round(2 * 4 * 60 / 90 * SAMPLE_RATE)
-    assert np.count_nonzero(audio) == 0
+    assert np.count_nonzero(audio) == 0  # not the reverb's offset, normalised up to noise
+    for kit in renderer.kits:  # but the softest hit is no silence
+        whisper = renderer.render(Pattern([Hit(0, 0, 7, 1)], 1, 90.0), kit.name)
+        assert float(np.abs(whisper).max()) > 0.1, kit.name
 
 
 def test_ogg_is_much_smaller_than_wav_and_decodes_to_the_loop(renderer, groove):
@@ -198,7 +374,7 @@ def test_system_soundfont_kits(renderer, groove):
     assert [p.resolve() for p in soundfont_paths()].count(FLUID_R3.resolve()) == 1
     kit = renderer.kit("808")
     assert kit.soundfont.resolve() == FLUID_R3.resolve() and kit.program == 25
-    tr808, ours = renderer.render(groove, "808"), renderer.render(groove)
+    tr808, ours = renderer.render(groove, "808"), renderer.render(groove, KIT_NAME)
     assert tr808.shape == ours.shape and rms(tr808) > 0.002
     assert not np.allclose(tr808, ours, atol=1e-3)
 
