@@ -357,7 +357,7 @@ def realism_lines(report: dict) -> list[str]:
     if summary is None:
         return []
     rows = [r for r in report["rows"] if "realism" in r]
-    lines = ["", "Realism, on 2-bar windows (C2ST: logistic regression, balanced samples, "
+    lines = ["", "Realism, on 2-bar windows (C2ST: a ridge classifier, balanced samples, "
              f"{realism.FOLDS}-fold cross-validation, mean of {realism.REPEATS} samples):", "",
              "| style | windows gen / val | C2ST generated vs val | C2ST train vs val | "
              "diversity ratio | copies gen / val | tells (C2ST excess by feature) |",
