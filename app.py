@@ -30,6 +30,7 @@ from drumgen.generate import Generator, Request, RequestError  # noqa: E402
 from drumgen.model import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
 from drumgen.render import Renderer  # noqa: E402
+from drumgen.schema import PARAMS, markdown_table  # noqa: E402
 
 STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
@@ -665,11 +666,10 @@ when `variations` > 1. Edits: `client.predict(midi=handle_file("in.mid"),
 keep_drums="kick,snare", api_name="/regenerate")`, or `bars="3,4", fill=True`;
 `/groove` takes `strength` and `keep_velocity`; `/drumify` takes `midi` (and `track`) or
 `rhythm`.
-Ranges: bars 1-16, tempo 40-300, temperature 0.05-2, top_k 0-2000 (0 = off), top_p 0.05-1,
-style_strength 0-3 (1 = the style as trained, 0 = no particular style),
-seed 0-2147483647, variations 1-8, density auto/sparse/normal/busy or 1-64 hits per bar,
-swing 50-75 (%), humanize 0-1, midi_layout gm/td11/multitrack. Out-of-range values are refused
-with a message that names the parameter, never clamped.
+Every parameter's range (out-of-range values are refused with a message that names the
+parameter, never clamped):
+
+{parameters}
 """
 
 
@@ -679,6 +679,12 @@ def _preset_table() -> str:
         rows.append(f"| {p.name} | {p.style} | {p.tempo_range[0]}-{p.tempo_range[1]} | "
                     f"{p.feel.swing:g}% | {p.description} |")
     return "\n".join(rows)
+
+
+def _slider(key: str, value, label: str, **options) -> gr.Slider:
+    """A slider over the parameter's declared range (`drumgen.schema`)."""
+    p = PARAMS[key]
+    return gr.Slider(p.lo, p.hi, value=value, step=p.step, label=label, **options)
 
 
 def build() -> gr.Blocks:
@@ -698,36 +704,34 @@ def build() -> gr.Blocks:
                                         allow_custom_value=True)  # a trained model's styles
                     style_info = gr.Markdown(describe("funk"))
                     with gr.Row():
-                        tempo = gr.Slider(40, 300, value=100, step=1, label="Tempo (bpm)")
-                        bars = gr.Slider(1, 16, value=4, step=1, label="Bars")
+                        tempo = _slider("tempo", 100, "Tempo (bpm)")
+                        bars = _slider("bars", 4, "Bars")
                     with gr.Row():
-                        seed = gr.Number(value=7, precision=0, label="Seed", minimum=0)
+                        seed = gr.Number(value=7, precision=0, label="Seed",
+                                         minimum=PARAMS["seed"].lo, maximum=PARAMS["seed"].hi)
                         dice = gr.Button("New random seed", size="sm")
                     with gr.Row():
                         fill = gr.Checkbox(False, label="Fill in the last bar")
-                        variations = gr.Slider(1, 8, value=1, step=1, label="Variations")
+                        variations = _slider("variations", 1, "Variations")
                     density = gr.Dropdown(["auto", *DENSITY_NAMES], value="auto",
                                           allow_custom_value=True,
                                           label="Density (or hits per bar)")
                     with gr.Row():
                         # a number, not a slider, so that it can be empty (None): the
                         # preset's own swing, else straight; choosing a preset shows its swing
-                        swing = gr.Number(None, label="Swing % (50-75)",
+                        swing = gr.Number(None, label=f"Swing % ({PARAMS['swing'].range})",
                                           info="empty: the preset's, else straight")
-                        humanize = gr.Slider(0, 1, value=0, step=0.05, label="Humanize")
+                        humanize = _slider("humanize", 0, "Humanize")
                     kit = gr.Dropdown(kits, value=kits[0], label="Kit (sound)")
                     with gr.Accordion("More", open=False):
                         # the sampling sliders start at the model's saved defaults
                         start = _defaults(model_names[0] if model_names else None)
-                        temperature = gr.Slider(0.05, 2, value=start.temperature, step=0.05,
-                                                label="Temperature")
-                        top_k = gr.Slider(0, 200, value=start.top_k, step=1,
-                                          label="Top-k (0 = off)")
-                        top_p = gr.Slider(0.05, 1, value=start.top_p, step=0.01, label="Top-p")
-                        style_strength = gr.Slider(
-                            0, 3, value=start.style_strength, step=0.1, label="Style strength",
-                            info="1 = the style as trained, 0 = no particular style, above 1 "
-                                 "= its traits exaggerated")
+                        temperature = _slider("temperature", start.temperature, "Temperature")
+                        top_k = _slider("top_k", start.top_k, "Top-k (0 = off)")
+                        top_p = _slider("top_p", start.top_p, "Top-p")
+                        style_strength = _slider("style_strength", start.style_strength,
+                                                 "Style strength",
+                                                 info=PARAMS["style_strength"].help)
                         midi_layout = gr.Radio(list(MIDI_LAYOUTS), value="gm",
                                                label="MIDI layout")
                         model = gr.Dropdown(model_names, value=model_names[0] if model_names
@@ -749,7 +753,7 @@ def build() -> gr.Blocks:
                         as_fill = gr.Checkbox(False, label="as a fill", min_width=80)
                     with gr.Row():
                         groove_it = gr.Button("Groove it", size="sm")
-                        strength = gr.Slider(0, 1, value=1, step=0.05, label="Groove strength")
+                        strength = _slider("strength", 1, "Groove strength")
                         keep_velocity = gr.Checkbox(False, label="keep velocities")
                     with gr.Accordion("Drumify: drums that lock to a bass line or a rhythm",
                                       open=False):
@@ -872,7 +876,8 @@ def build() -> gr.Blocks:
                         show_progress="minimal")
             stop.click(stop_training, None, status, api_name="stop_training")
         with gr.Tab("About"):
-            gr.Markdown(ABOUT.replace("{presets}", _preset_table()))
+            gr.Markdown(ABOUT.replace("{presets}", _preset_table())
+                        .replace("{parameters}", markdown_table()))
     return demo
 
 

@@ -200,18 +200,24 @@ def cmd_data(args) -> None:
         print(data_mod.stats(_resolve_data(args.dir)))
 
 
+def _help(key: str, extra: str = "") -> str:
+    """A parameter's --help: its declared range and meaning (`schema.PARAMS`), then `extra`."""
+    from .schema import PARAMS
+    p = PARAMS[key]
+    return f"{p.range}: {p.help}" + (f" ({extra})" if extra else "")
+
+
 def _sampling_args(p: argparse.ArgumentParser, tempo_help: str) -> None:
     """The options every verb that writes grooves shares."""
     p.add_argument("--model", default=None, help="model folder (default: the shipped model)")
     p.add_argument("--style", default="funk", help="a style or a producer preset")
-    p.add_argument("--tempo", type=float, default=None, help=tempo_help)
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--temperature", type=float, default=None)
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--style-strength", type=float, default=None,
-                   help="0 (no style) to 3; 1 = as trained (default: the model's)")
-    p.add_argument("--variations", type=int, default=1)
+    p.add_argument("--tempo", type=float, default=None, help=_help("tempo", tempo_help))
+    p.add_argument("--seed", type=int, default=None, help=_help("seed", "default: random"))
+    for name, kind in (("temperature", float), ("top_k", int), ("top_p", float),
+                       ("style_strength", float)):
+        p.add_argument("--" + name.replace("_", "-"), type=kind, default=None,
+                       help=_help(name, "default: the model's"))
+    p.add_argument("--variations", type=int, default=1, help=_help("variations", "default 1"))
     p.add_argument("--kit", default="gm", help="MIDI layout: gm, td11 or multitrack")
     p.add_argument("--sound", default=None,
                    help="kit to render --wav with (default: the one that fits the style)")
@@ -227,13 +233,13 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="generate grooves to MIDI (and WAV)")
-    _sampling_args(g, tempo_help="bpm (default: the prime's first tempo, else 100)")
-    g.add_argument("--bars", type=int, default=4)
+    _sampling_args(g, tempo_help="default: the prime's first tempo, else 100")
+    g.add_argument("--bars", type=int, default=4, help=_help("bars", "default 4"))
     g.add_argument("--fill", action="store_true", help="a fill in the last bar")
-    g.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
+    g.add_argument("--density", default="auto", help=_help("density", "default auto"))
     g.add_argument("--swing", type=float, default=None,
-                   help="50 (straight) to 75 (default: the preset's swing, else 50)")
-    g.add_argument("--humanize", type=float, default=0, help="0 to 1")
+                   help=_help("swing", "default: the preset's swing, else 50"))
+    g.add_argument("--humanize", type=float, default=0, help=_help("humanize", "default 0"))
     g.add_argument("--prime", type=Path, default=None, help="a MIDI file to continue")
     g.set_defaults(func=cmd_generate)
 
@@ -246,17 +252,16 @@ def build_parser() -> argparse.ArgumentParser:
                       help=f"comma-separated drums to keep exactly: {drums}")
     what.add_argument("--bars", default=None, help="bars to rewrite, 1-based: 3,4 or 2-4")
     r.add_argument("--fill", action="store_true", help="write the --bars as fills")
-    _sampling_args(r, tempo_help="bpm (default: the file's first tempo)")
+    _sampling_args(r, tempo_help="default: the file's first tempo")
     r.set_defaults(func=cmd_regenerate)
 
     gr = sub.add_parser("groove", help="play a stiff pattern like a drummer: the model's "
                         "velocity and timing on every hit of the input")
     gr.add_argument("input", type=Path, help="the pattern (GM or TD-11 drums, 4/4)")
-    gr.add_argument("--strength", type=float, default=1.0,
-                    help="0 = the input as it is, 1 = the model's playing (default 1)")
+    gr.add_argument("--strength", type=float, default=1.0, help=_help("strength", "default 1"))
     gr.add_argument("--keep-velocity", action="store_true",
                     help="keep the input's velocities; change the timing only")
-    _sampling_args(gr, tempo_help="bpm (default: the file's first tempo)")
+    _sampling_args(gr, tempo_help="default: the file's first tempo")
     gr.set_defaults(func=cmd_groove)
 
     d = sub.add_parser("drumify", help="drums that lock to the rhythm of any MIDI (a bass "
@@ -265,10 +270,11 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--rhythm", default=None,
                    help="a typed rhythm instead: 16 characters a bar, x = onset, . = rest")
     d.add_argument("--track", type=int, default=None,
-                   help="take the rhythm from this track only (1-based; default every track)")
-    d.add_argument("--bars", type=int, default=None, help="repeat the rhythm to this many bars")
-    d.add_argument("--density", default="auto", help="auto, sparse, normal, busy or hits/bar")
-    _sampling_args(d, tempo_help="bpm (default: the file's first tempo; 120 for --rhythm)")
+                   help=_help("track", "default: every track"))
+    d.add_argument("--bars", type=int, default=None,
+                   help=_help("edit_bars", "repeat the rhythm to this many bars"))
+    d.add_argument("--density", default="auto", help=_help("density", "default auto"))
+    _sampling_args(d, tempo_help="default: the file's first tempo; 120 for --rhythm")
     d.set_defaults(func=cmd_drumify)
 
     t = sub.add_parser("train", help="train or fine-tune a model")

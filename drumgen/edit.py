@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import schema
 from .constants import DRUM_GROUPS, DRUMS, MAX_EDIT_BARS, SHIFT_BINS, VELOCITY_BINS
 from .constraints import BarSpec, Slot, exact_bar
 from .data import GROOVE_BARS, groove_prompt
@@ -25,7 +26,6 @@ from .generate import (
     Generator,
     Groove,
     RequestError,
-    _check_number,
     _density_bucket,
     _split_bars,
     check_density,
@@ -58,7 +58,7 @@ class EditRequest:
 
     def validate(self) -> None:
         if self.tempo is not None:
-            _check_number("tempo", self.tempo, 40, 300)
+            schema.check("tempo", self.tempo)
         check_sampling(self)
 
 
@@ -212,7 +212,7 @@ def regenerate(gen: Generator, req: RegenerateRequest) -> list[Groove]:
 
 def groove(gen: Generator, req: GrooveRequest) -> list[Groove]:
     req.validate()
-    _check_number("strength", req.strength, 0, 1)
+    schema.check("strength", req.strength)
     if not isinstance(req.keep_velocity, bool):
         raise RequestError(f"keep_velocity must be true or false; got {req.keep_velocity!r}")
     pattern = read_source(req.midi)
@@ -281,7 +281,7 @@ def _rhythm(req: DrumifyRequest) -> Rhythm:
         raise RequestError("drumify: give midi (a file whose notes set the rhythm) or rhythm "
                            "(such as x..x..x.x...x...), not both or neither")
     if req.track is not None:
-        _check_number("track", req.track, 1, 10_000, integer=True)
+        schema.check("track", req.track)
     try:
         rhythm = read_rhythm(req.midi, req.track) if req.midi is not None else \
             parse_rhythm(req.rhythm)
@@ -292,7 +292,7 @@ def _rhythm(req: DrumifyRequest) -> Rhythm:
     _check_meter("midi" if req.midi is not None else "rhythm", rhythm.time_signature,
                  rhythm.bars)
     if req.bars is not None:
-        _check_number("bars", req.bars, 1, MAX_EDIT_BARS, integer=True)
+        schema.check("edit_bars", req.bars)
         rhythm.onsets = [rhythm.onsets[b % rhythm.bars] for b in range(int(req.bars))]
     if not any(rhythm.onsets):
         raise RequestError("rhythm: no onsets in the bars asked for")

@@ -5,7 +5,6 @@ The CLI, the app, the tests and the benchmarks all call this, and only this.
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import threading
@@ -19,11 +18,13 @@ import torch
 
 from . import model as model_mod
 from . import presets as presets_mod
-from .constants import DENSITY_EDGES, DENSITY_NAMES, MAX_BARS
+from . import schema
+from .constants import DENSITY_EDGES, DENSITY_NAMES
 from .constraints import BarSpec, EditGrammar
 from .feel import Feel, apply
 from .pattern import MidiError, Pattern
 from .sampling import sample
+from .schema import RequestError
 from .tokenizer import Grammar, density_bucket, tempo_bucket
 
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
@@ -75,10 +76,6 @@ def on_inference_thread(fn, *args, **kwargs):
     return _INFERENCE.submit(fn, *args, **kwargs).result()
 
 
-class RequestError(ValueError):
-    """A request parameter out of range or of the wrong kind; names the parameter."""
-
-
 @dataclass
 class Request:
     """One generation request. `None` sampling values take the model's saved defaults."""
@@ -100,12 +97,12 @@ class Request:
 
     def validate(self) -> None:
         """Raise `RequestError` naming the first bad parameter and its allowed range."""
-        _check_number("bars", self.bars, 1, MAX_BARS, integer=True)
-        _check_number("tempo", self.tempo, 40, 300)
+        schema.check("bars", self.bars)
+        schema.check("tempo", self.tempo)
         check_sampling(self)
         if self.swing is not None:
-            _check_number("swing", self.swing, 50, 75)
-        _check_number("humanize", self.humanize, 0, 1)
+            schema.check("swing", self.swing)
+        schema.check("humanize", self.humanize)
         if not isinstance(self.fill, bool):
             raise RequestError(f"fill must be true or false; got {self.fill!r}")
         if not isinstance(self.style, str) or not self.style.strip():
@@ -119,28 +116,16 @@ def check_density(density: str | float) -> None:
             raise RequestError("density must be auto, sparse, normal, busy or a number of "
                                f"hits per bar from 1 to 64; got {density!r}")
     else:
-        _check_number("density", density, 1, 64)
+        schema.check("density", density)
 
 
 def check_sampling(request) -> None:
     """The checks every request that samples shares (generate and the edits): variations,
     temperature, top_k, top_p, style_strength and seed (None: the model's default)."""
-    _check_number("variations", request.variations, 1, 8, integer=True)
-    for name, lo, hi, integer in (("temperature", 0.05, 2.0, False), ("top_k", 0, 2000, True),
-                                  ("top_p", 0.05, 1.0, False), ("style_strength", 0, 3, False),
-                                  ("seed", 0, 2**31 - 1, True)):
-        value = getattr(request, name)
-        if value is not None:
-            _check_number(name, value, lo, hi, integer=integer)
-
-
-def _check_number(name: str, value, lo: float, hi: float, integer: bool = False) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise RequestError(f"{name} must be a number from {lo} to {hi}; got {value!r}")
-    if integer and value != int(value):
-        raise RequestError(f"{name} must be a whole number from {lo} to {hi}; got {value!r}")
-    if not (lo <= value <= hi) or (isinstance(value, float) and math.isnan(value)):
-        raise RequestError(f"{name} must be from {lo} to {hi}; got {value!r}")
+    schema.check("variations", request.variations)
+    for name in ("temperature", "top_k", "top_p", "style_strength", "seed"):
+        if (value := getattr(request, name)) is not None:
+            schema.check(name, value)
 
 
 class Sampling(NamedTuple):
