@@ -894,17 +894,8 @@ def main(argv: list[str] | None = None) -> None:
               # every named endpoint is also an MCP tool at /gradio_api/mcp/sse
               "mcp_server": os.environ.get("DRUMGEN_MCP", "1") != "0"}
     demo.queue(default_concurrency_limit=2)
-    if args.share:
-        try:
-            demo.launch(share=True, prevent_thread_lock=True, **kwargs)
-        except Exception as exc:  # no share server reachable: keep serving locally
-            print(f"drumgen: could not create a share link ({exc}); serving locally only.")
-            demo.close()
-            demo.launch(share=False, prevent_thread_lock=True, **kwargs)
-        demo.block_thread()
-    else:
-        demo.launch(**kwargs)
-
+    # With no share server reachable, Gradio says so and keeps serving locally by itself.
+    demo.launch(share=args.share, **kwargs)
 
 if __name__ == "__main__":
     main()

@@ -342,12 +342,17 @@ def test_stop_training(client, gmd, tmp_path):
 # ---------------------------------------------------------------------------------------------
 # Share
 
-def test_share_keeps_serving_locally_when_no_share_link_can_be_made(tmp_path):
+def test_share_asks_gradio_for_a_link_and_keeps_serving_locally_without_one(tmp_path):
+    """`--share` reaches Gradio (it reports that no link could be made: there is no internet
+    here) and the app goes on serving on its local URL."""
     shared = apputil.launch(tmp_path / "share-app", "--share")
     try:
-        time.sleep(2)  # the share attempt fails within a second here (no internet)
+        deadline = time.monotonic() + 30
+        while "Could not create share link" not in shared.log_tail(20_000) and \
+                time.monotonic() < deadline:
+            time.sleep(0.5)
+        assert "Could not create share link" in shared.log_tail(20_000), shared.log_tail()
         assert shared.proc.poll() is None, shared.log_tail()
-        assert apputil.answers(shared.url)
         assert shared.client().predict(api_name="/new_seed") >= 0
     finally:
         shared.stop()
