@@ -102,7 +102,14 @@ def build(preset: str, vocab_size: int, n_styles: int) -> DrumGPT:
 
 @dataclass
 class GenerationDefaults:
-    """Sampling settings saved with a model; the app and CLI start from these."""
+    """Sampling settings saved with a model (`generation.json`); the app and CLI start from
+    these.
+
+    Not `transformers.GenerationConfig`, on purpose: drumgen never calls `generate()` (its own
+    grammar-masked loop samples, `sampling.sample`), its main setting, `style_strength`, is no
+    GenerationConfig field, and GenerationConfig would also save and validate dozens of
+    settings this decoder ignores (beams, penalties, `do_sample`), which would read as if they
+    applied."""
 
     temperature: float = 0.95
     top_k: int = 0
