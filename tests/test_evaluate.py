@@ -110,3 +110,14 @@ def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
         printed = next(row for row in rows if row[0] == r["style"])
         assert f"{r['acc_gen']:.2f}" == printed[3]
     assert report["validity"] == 1.0 and report["sampling"]["style_strength"] == 0.5
+
+
+def test_the_model_card_states_the_saved_generation_defaults(shipped):
+    card = (shipped / "README.md").read_text()
+    saved = json.loads((shipped / "generation.json").read_text())
+    row = re.search(r"\| Generation defaults \| temperature ([\d.]+), top-p ([\d.]+), "
+                    r"(no top-k|top-k (\d+)), style strength ([\d.]+)", card)
+    assert row, "the card lost its generation-defaults row"
+    assert float(row[1]) == saved["temperature"] and float(row[2]) == saved["top_p"]
+    assert (int(row[4]) if row[4] else 0) == saved["top_k"]
+    assert float(row[5]) == saved["style_strength"]
