@@ -134,8 +134,10 @@ def cmd_train(args) -> None:
             bar.write(event.get("message") or f"checkpoint at step {event['step']}")
         elif kind == "end":
             bar.close()
-            print(f"finished ({event['reason']}) at step {event['step']}: best validation loss "
-                  f"{event['best_val']:.4f}, {event['seconds'] / 60:.1f} min, "
+            rank = (f"[process {event['process'] + 1} of {event['processes']}: "
+                    f"{event['batches']} batches] " if event["processes"] > 1 else "")
+            print(f"{rank}finished ({event['reason']}) at step {event['step']}: best validation "
+                  f"loss {event['best_val']:.4f}, {event['seconds'] / 60:.1f} min, "
                   f"{event['tokens_per_s']:.0f} tokens/s; {len(event['skipped'])} files skipped")
     train(cfg, _resolve_data(args.data), args.out, init_from=args.init_from,
           resume=args.resume, callback=report)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
+from torch.utils.data import DataLoader, RandomSampler, Sampler, WeightedRandomSampler
 
 from . import data as data_mod
 from . import model as model_mod
@@ -78,21 +79,45 @@ def _precision(name: str) -> str:
     return "no"
 
 
-def _batches(examples: list, size: int, seed: int, epoch: int, rank: int = 0, world: int = 1,
-             balance: float = 0.0):
-    """An epoch's batches of example indices, the same for the same seed and epoch (so a
+def lr_schedule(step: int, total: int, peak: float, warmup_steps: int) -> float:
+    """The learning rate at optimizer step `step` of `total`: a linear warmup to `peak` over
+    `warmup_steps` (at most 5% of the run), then a cosine down to a tenth of `peak`."""
+    warm = min(warmup_steps, max(1, total // 20))
+    if step < warm:
+        return peak * (step + 1) / warm
+    progress = min(1.0, (step - warm) / max(1, total - warm))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def epoch_sampler(examples: list, seed: int, epoch: int, balance: float = 0.0) -> Sampler:
+    """An epoch's order of example indices, the same for the same seed and epoch (so a
     resumed run sees what the first one would have). With `balance`, an epoch is as many
     draws, with replacement, weighted so that a style's share goes as count**(1 - balance)."""
     rng = torch.Generator().manual_seed(seed + epoch)
     if balance:
         styles = torch.tensor([e.style for e in examples])
         counts = torch.bincount(styles).float()
-        weights = counts[styles] ** -balance
-        order = torch.multinomial(weights, len(examples), replacement=True, generator=rng)
-    else:
-        order = torch.randperm(len(examples), generator=rng)
-    order = order[rank::world].tolist()
-    return [order[i:i + size] for i in range(0, len(order), size)]
+        return WeightedRandomSampler(counts[styles] ** -balance, len(examples),
+                                     replacement=True, generator=rng)
+    return RandomSampler(range(len(examples)), generator=rng)
+
+
+def epoch_loader(examples: list, cfg: TrainConfig, epoch: int, pad: int,
+                 max_len: int) -> DataLoader:
+    """An epoch's batches, for `Accelerator.prepare`: it shards them over the processes, and
+    with `even_batches` (its default) every process gets the same number of batches."""
+    return DataLoader(range(len(examples)), batch_size=cfg.batch_size,
+                      sampler=epoch_sampler(examples, cfg.seed, epoch, cfg.style_balance),
+                      collate_fn=lambda indices: collate(examples, indices, pad, max_len))
+
+
+def _agree_any(accelerator, flag: bool) -> bool:
+    """True on every process when `flag` is true on any: ranks must stop at the same step,
+    or the others would wait for them forever in the next all-reduce."""
+    if accelerator.num_processes == 1:
+        return flag
+    return bool(accelerator.gather(torch.tensor([int(flag)], device=accelerator.device))
+                .max().item())
 
 
 def collate(examples: list, indices: list[int], pad: int, max_len: int):
@@ -266,8 +291,11 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     else:
         model = model_mod.build(cfg.preset, len(tok), len(styles))
     defaults = base.defaults if base else GenerationDefaults()
+    # cpu=True without CUDA: under `accelerate launch --multi_gpu` or torchrun, processes on
+    # a CPU-only machine then train together (MULTI_CPU, gloo) instead of each alone
     accelerator = Accelerator(mixed_precision=_precision(cfg.precision),
-                              gradient_accumulation_steps=cfg.grad_accum)
+                              gradient_accumulation_steps=cfg.grad_accum,
+                              cpu=not torch.cuda.is_available())
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
     no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
@@ -279,18 +307,14 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
         state = json.loads((ckpt / "trainer_state.json").read_text())
         emit({"event": "info", "message": f"resumed from {ckpt.name} at step {state['step']}"})
     model, optimizer = accelerator.prepare(model, optimizer)
-    steps_per_epoch = math.ceil(len(train_ex) / cfg.batch_size / accelerator.num_processes
-                                / cfg.grad_accum)
+    steps_per_epoch = math.ceil(math.ceil(len(train_ex) / cfg.batch_size)
+                                / accelerator.num_processes / cfg.grad_accum)
     epoch_total = math.ceil(cfg.epochs * steps_per_epoch) if cfg.epochs else 10**12
     plan = {"total": epoch_total if cfg.epochs else state.get("total") or epoch_total}
     first_step = state["step"]
 
     def lr_at(step: int) -> float:
-        warm = min(cfg.warmup_steps, max(1, plan["total"] // 20))
-        if step < warm:
-            return cfg.lr * (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, plan["total"] - warm))
-        return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+        return lr_schedule(step, plan["total"], cfg.lr, cfg.warmup_steps)
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / "train_config.json", json.dumps(asdict(cfg), indent=1).encode())
@@ -298,7 +322,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
           "styles": styles, "steps_per_epoch": steps_per_epoch, "skipped": len(skipped),
           "parameters": model_mod.count_parameters(model), "device": str(accelerator.device)})
     bundle = lambda: Bundle(accelerator.unwrap_model(model), tok, styles, defaults)  # noqa: E731
-    started, tokens_seen, stop_reason = time.time() - state["seconds"], 0, "done"
+    started, tokens_seen, batches_seen = time.time() - state["seconds"], 0, 0
+    stop_reason = "done"
     run_started = time.time()
     budget_s = cfg.time_budget * 60 if cfg.time_budget else None
     max_len = accelerator.unwrap_model(model).config.n_positions
@@ -321,12 +346,11 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     while True:
         if cfg.epochs is not None and state["epoch"] >= math.ceil(cfg.epochs):
             break
-        batches = _batches(train_ex, cfg.batch_size, cfg.seed, state["epoch"],
-                           accelerator.process_index, accelerator.num_processes,
-                           cfg.style_balance)
-        for indices in batches[state["batch_in_epoch"]:]:
-            batch = collate(train_ex, indices, tok.pad, max_len)
-            batch = {k: v.to(accelerator.device) for k, v in batch.items()}
+        loader = accelerator.prepare(epoch_loader(train_ex, cfg, state["epoch"], tok.pad,
+                                                  max_len))
+        if state["batch_in_epoch"]:  # resumed mid-epoch
+            loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
+        for batch in loader:
             with accelerator.accumulate(model):
                 loss = model(**batch).loss
                 accelerator.backward(loss)
@@ -337,6 +361,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
                 optimizer.step()
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1
+            batches_seen += 1
             tokens_seen += int(batch["attention_mask"].sum())
             if not accelerator.sync_gradients:
                 continue
@@ -347,9 +372,12 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
             if budget_s and done_here >= 20 and done_here % 20 == 0:
                 # fit the cosine schedule to the budget, again every 20 steps as speed drifts
                 per_step = (time.time() - run_started) / done_here
-                plan["total"] = min(epoch_total, state["step"] + max(
-                    1, int((budget_s - elapsed) / per_step)))
-                state["total"] = plan["total"]
+                total = min(epoch_total, state["step"] + max(1, int((budget_s - elapsed)
+                                                                   / per_step)))
+                if accelerator.num_processes > 1:  # one schedule for every rank
+                    total = int(accelerator.gather(torch.tensor(
+                        [total], device=accelerator.device)).min().item())
+                plan["total"] = state["total"] = total
             emit({"event": "step", "step": state["step"], "epoch": state["epoch"],
                   "loss": loss.item(), "lr": lr_at(state["step"] - 1), "total": plan["total"],
                   "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),
@@ -361,9 +389,9 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
                                  bundle(), optimizer, state)
                 _prune(out, cfg.keep_checkpoints)
                 emit({"event": "checkpoint", "step": state["step"]})
-            if budget_s and elapsed >= budget_s:
+            if _agree_any(accelerator, bool(budget_s and elapsed >= budget_s)):
                 stop_reason = "time budget"
-            elif should_stop and should_stop():
+            elif _agree_any(accelerator, bool(should_stop and should_stop())):
                 stop_reason = "stopped"
             elif cfg.patience and state["evals_without_gain"] >= cfg.patience:
                 stop_reason = "early stopping"
@@ -388,6 +416,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     summary = {"event": "end", "reason": stop_reason, "step": state["step"],
                "epoch": state["epoch"], "best_val": state["best_val"],
                "seconds": state["seconds"], "styles": styles, "skipped": skipped,
-               "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9)}
+               "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),
+               "process": accelerator.process_index, "processes": accelerator.num_processes,
+               "batches": batches_seen}
     emit(summary)
     return summary

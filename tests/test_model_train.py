@@ -22,7 +22,7 @@ from drumgen.data import Example
 from drumgen.model import ModelError
 from drumgen.pattern import Pattern
 from drumgen.tokenizer import Tokenizer
-from drumgen.train import TrainConfig, _batches, latest_checkpoint, train
+from drumgen.train import TrainConfig, epoch_sampler, latest_checkpoint, lr_schedule, train
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -191,13 +191,28 @@ def test_style_balance_sets_each_styles_share(balance, rare_share):
     """95 examples of one style and 5 of another: the rare style's share of an epoch goes as
     count**(1 - balance), from its share of the data (0) to an even split (1)."""
     examples = [Example([1], 0)] * 9500 + [Example([1], 1)] * 500
-    batches = _batches(examples, 16, seed=3, epoch=0, balance=balance)
-    drawn = [examples[i].style for b in batches for i in b]
+    order = list(epoch_sampler(examples, seed=3, epoch=0, balance=balance))
+    drawn = [examples[i].style for i in order]
     assert len(drawn) == len(examples)
     assert abs(sum(drawn) / len(drawn) - rare_share) < 0.015
-    assert batches == _batches(examples, 16, seed=3, epoch=0, balance=balance)  # resumable
+    assert order == list(epoch_sampler(examples, seed=3, epoch=0, balance=balance))  # resumable
+    assert order != list(epoch_sampler(examples, seed=3, epoch=1, balance=balance))
     if balance == 0:
-        assert sorted(i for b in batches for i in b) == list(range(len(examples)))
+        assert sorted(order) == list(range(len(examples)))
+
+
+def test_the_learning_rate_warms_up_then_follows_a_cosine_to_a_tenth():
+    total, peak = 1000, 1e-3
+    lrs = [lr_schedule(s, total, peak, warmup_steps=200) for s in range(total + 1)]
+    warm = 50  # the warmup is capped at 5% of the run
+    assert lrs[0] == pytest.approx(peak / warm) and lrs[warm - 1] == pytest.approx(peak)
+    assert all(a < b for a, b in zip(lrs[:warm - 1], lrs[1:warm], strict=True))
+    assert all(a >= b for a, b in zip(lrs[warm:], lrs[warm + 1:], strict=False))
+    midway = warm + (total - warm) // 2
+    assert lrs[midway] == pytest.approx(peak * (0.1 + 0.9 * 0.5), rel=1e-2)
+    assert lrs[total] == pytest.approx(peak / 10)
+    assert lr_schedule(5000, total, peak, 200) == pytest.approx(peak / 10)  # past the end
+    assert lr_schedule(0, 10_000, peak, 200) == pytest.approx(peak / 200)  # 200 < 5%
 
 
 def test_style_balance_out_of_range_is_an_error(tmp_path, train_data):
@@ -282,3 +297,37 @@ def test_the_shipped_model_has_a_groove_head():
     head = gen.groove_head()
     assert head is not None and "PLAY" in head.tokenizer.ids
     assert head.styles == gen.styles
+
+
+@pytest.mark.slow  # two training processes
+def test_two_processes_train_in_step_on_an_uneven_split(tmp_path):
+    """`accelerate launch` with 2 processes on this CPU: the prepared DataLoader shards the
+    batches so that both ranks take the same number (an odd batch count, so one rank gets a
+    repeat), the ranks stop at the same step, and the model they saved loads and plays."""
+    from conftest import synthetic_groove
+    data = tmp_path / "data"
+    for style, count in (("funk", 7), ("rock", 4)):
+        for i in range(count):
+            synthetic_groove(style, i, bars=8 + i).save(data / style / f"{style}_{i}.mid")
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "accelerate.commands.accelerate_cli", "launch",
+               "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no",
+               "-m", "drumgen", "train", "--data", str(data), "--preset", "debug",
+               "--epochs", "2", "--batch-size", "4", "--out", str(out)]
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=300)
+    text = result.stdout + result.stderr
+    assert result.returncode == 0, text[-3000:]
+    examples = int(re.search(r"(\d+) training and \d+ validation examples", text)[1])
+    batches = math.ceil(examples / 4)
+    assert batches % 2 == 1, f"{examples} examples split evenly: the test needs an odd count"
+    ends = re.findall(r"\[process (\d) of 2: (\d+) batches\] finished \((\w+)\) at step (\d+)",
+                      text)
+    assert sorted(e[0] for e in ends) == ["1", "2"], text[-3000:]
+    per_rank = math.ceil(batches / 2) * 2  # even batches, for 2 epochs
+    assert {(int(n), int(step)) for _, n, _, step in ends} == {(per_rank, per_rank)}
+    from drumgen.generate import Generator, Request
+    groove = Generator.load(out).generate(Request(style="funk", bars=2, seed=1))[0]
+    assert groove.pattern.bars == 2
