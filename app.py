@@ -20,9 +20,9 @@ import gradio as gr  # noqa: E402
 
 import ui_grid  # noqa: E402
 from drumgen import draft as draft_mod  # noqa: E402
+from drumgen import finetune as finetune_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
 from drumgen import service  # noqa: E402
-from drumgen.archive import ArchiveError  # noqa: E402
 from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES, MIDI_LAYOUTS  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
@@ -532,16 +532,37 @@ def new_seed() -> int:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def train(data_source, zip_file, preset, epochs, minutes, name, progress=gr.Progress()):
-    """Train a model (one run at a time); yields status, a loss plot and the model list."""
-    use_gmd = data_source == "Groove MIDI Dataset (on this server)"
+def train(data_source, zip_file, name, from_scratch=False, preset="small", epochs=0,
+          time_budget=finetune_mod.FINETUNE_MINUTES, lr=None, batch_size=None, overwrite=False,
+          init_from=None, progress=gr.Progress()):
+    """Teach a model your style: fine-tune the model chosen in the Generate tab on a zip of
+    style folders of MIDI (`dilla/beat1.mid`, ...), or train one from scratch. One run at a
+    time; yields the status (with what the data is likely to give), the loss curve and the
+    model list. The new model is listed under `name` once it is finished.
+
+    Args:
+        data_source: "Uploaded zip", or "Groove MIDI Dataset (on this server)".
+        zip_file: a zip of style folders of .mid files (a folder's name is its style).
+        name: the new model's name: 1-40 letters, digits, - or _.
+        from_scratch: train a new model instead of fine-tuning init_from.
+        preset: the size of a model trained from scratch: debug or small.
+        epochs: passes over the data, 0-100 (0 = no limit).
+        time_budget: minutes, 0-1440 (0 = no limit); fine-tuning's default is 5.
+        lr: learning rate 1e-6 to 0.01 (empty: 3e-4 fine-tuning, 1e-3 from scratch).
+        batch_size: examples a step, 1-256 (empty: 16).
+        overwrite: replace a model of the same name (otherwise a taken name is refused).
+        init_from: the model to fine-tune (default: the shipped model).
+    """
+    request = service.TrainRequest(
+        name=name, zip_file=zip_file, data_source=data_source, init_from=init_from or None,
+        from_scratch=bool(from_scratch), preset=preset, epochs=epochs,
+        time_budget=time_budget, lr=lr, batch_size=_int(batch_size, "batch_size"),
+        overwrite=bool(overwrite))
+    use_gmd = data_source == service.GMD_SOURCE
+    if use_gmd:
+        request.zip_file = None
     try:
-        job = service.TRAINER.start(default_data_dir() if use_gmd else None,
-                                    None if use_gmd else zip_file, preset,
-                                    float(epochs) if epochs else None,
-                                    float(minutes) if minutes else None, name)
-    except ArchiveError as exc:  # a zip refused by the archive checks
-        raise user_error(f"zip_file: {exc}") from None
+        job = service.TRAINER.start(request, default_data_dir() if use_gmd else None)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
     except Exception as exc:  # an unreadable upload, and the like
@@ -578,11 +599,13 @@ def _train_status(job) -> str:
     evals = [e for e in job.events if e["event"] == "eval"]
     start = next((e for e in job.events if e["event"] == "start"), None)
     end = next((e for e in job.events if e["event"] == "end"), None)
-    lines = [f"Model **{job.name}**"]
+    how = f"fine-tuning **{job.base}**" if job.base else "training from scratch"
+    lines = [f"Model **{job.name}**: {how}"]
     if start:
         lines.append(f"{start['train_examples']} training / {start['val_examples']} validation "
-                     f"examples, styles: {', '.join(start['styles'][-6:])}, "
-                     f"{start['parameters']:,} parameters on {start['device']}")
+                     f"examples, {start['parameters']:,} parameters on {start['device']}")
+        lines += finetune_mod.data_lines(start["data"])
+        lines += [f"**Note:** {w}" for w in finetune_mod.data_warnings(start["data"])]
     if steps:
         s = steps[-1]
         lines.append(f"step {s['step']}, loss {s['loss']:.3f}, {s['tokens_per_s']:.0f} tokens/s, "
@@ -590,9 +613,28 @@ def _train_status(job) -> str:
     if evals:
         lines.append(f"validation loss {evals[-1]['val_loss']:.4f}")
     if end:
-        lines.append(f"Finished ({end['reason']}). The model is now in the Generate tab's "
-                     "model list.")
+        lines += [f"**Note:** {w}" for w in finetune_mod.result_warnings(end)]
+        if job.done and not job.error:
+            lines.append(f"Finished ({end['reason']}): best validation loss "
+                         f"{end['best_val']:.4f}. **{job.name}** is now in the Generate tab's "
+                         f"model list; its card is `{job.name}/README.md`.")
     return "  \n".join(lines)
+
+
+TRAIN_INTRO = """Teach drumgen your producer's style: upload a zip of style folders of MIDI
+(`dilla/beat1.mid`, ...; a folder's name becomes a style) and press **Start training**. The
+model chosen in the Generate tab is fine-tuned on it (new styles start at the average of the
+styles it knows), in about five minutes on a CPU. The new model appears in the Generate tab's
+model list under the name you give, with a card (`README.md`) in its folder. About ten files
+and 300 bars make a style; with fewer, expect close copies of your files, and the status
+says so. One training at a time; generating keeps working meanwhile. Training from scratch
+is under *Advanced*."""
+
+
+def _base_note(model_name) -> str:
+    if not model_name:
+        return "Starts **from scratch** (a new model that knows only this data)."
+    return f"Fine-tunes **{model_name}** (the Generate tab's model) on this data."
 
 
 MAX_PLOT_POINTS = 400  # per curve: a long run is thinned, so the plot stays cheap to redraw
@@ -836,21 +878,42 @@ def build() -> gr.Blocks:
         with gr.Tab("Train"):
             if not enabled:
                 gr.Markdown(f"**{why}**")
-            gr.Markdown("Train a model on the Groove MIDI Dataset or on your own MIDI: upload a "
-                        "zip of style folders (`dilla/beat1.mid`, ...). The new model appears in "
-                        "the Generate tab's model list. One training at a time; generating keeps "
-                        "working meanwhile.")
+            gr.Markdown(TRAIN_INTRO)
             with gr.Row():
                 with gr.Column():
-                    source = gr.Radio(["Uploaded zip", "Groove MIDI Dataset (on this server)"],
-                                      value="Uploaded zip", label="Data")
+                    source = gr.Radio(list(service.DATA_SOURCES), value=service.DATA_SOURCES[0],
+                                      label="Data")
                     upload = gr.File(label="Zip of labelled MIDI folders", file_types=[".zip"],
                                      type="filepath")
-                    t_preset = gr.Radio(["debug", "small"], value="small", label="Model size")
+                    name = gr.Textbox("my-model", label="Model name",
+                                      info="letters, digits, - and _; listed by this name")
+                    base_note = gr.Markdown(_base_note(model_names[0] if model_names else None))
+                    ranges = finetune_mod.TRAIN_RANGES
                     with gr.Row():
-                        epochs = gr.Number(value=0, label="Epochs (0 = no limit)", minimum=0)
-                        minutes = gr.Number(value=10, label="Time budget (minutes)", minimum=0)
-                    name = gr.Textbox("my-model", label="Model name")
+                        epochs = gr.Number(value=0, label="Epochs (0 = no limit)",
+                                           minimum=ranges["epochs"][0],
+                                           maximum=ranges["epochs"][1])
+                        t_budget = gr.Number(value=finetune_mod.FINETUNE_MINUTES,
+                                             label="Time budget (minutes, 0 = no limit)",
+                                             minimum=ranges["time_budget"][0],
+                                             maximum=ranges["time_budget"][1])
+                    overwrite = gr.Checkbox(False, label="Replace a model of the same name")
+                    with gr.Accordion("Advanced", open=False):
+                        from_scratch = gr.Checkbox(
+                            False, label="Train from scratch instead of fine-tuning",
+                            info="a new model knows only your data: it needs far more data "
+                                 "and time (the shipped model took hours on all of GMD)")
+                        t_preset = gr.Radio(list(finetune_mod.SCRATCH_PRESETS), value="small",
+                                            label="Model size (from scratch only)")
+                        with gr.Row():
+                            lr = gr.Number(None, label="Learning rate",
+                                           minimum=ranges["lr"][0], maximum=ranges["lr"][1],
+                                           info=f"empty: {finetune_mod.FINETUNE_LR:g} fine-tuning,"
+                                                f" {finetune_mod.SCRATCH_LR:g} from scratch")
+                            batch_size = gr.Number(None, label="Batch size", precision=0,
+                                                   minimum=ranges["batch_size"][0],
+                                                   maximum=ranges["batch_size"][1],
+                                                   info=f"empty: {finetune_mod.FINETUNE_BATCH}")
                     with gr.Row():
                         start = gr.Button("Start training", variant="primary",
                                           interactive=enabled)
@@ -859,11 +922,17 @@ def build() -> gr.Blocks:
                     status = gr.Markdown()
                     curve = gr.LinePlot(x="step", y="loss", color="curve",
                                         label="Loss (nats/token)", height=260)
-            name_errors(train, [source, upload, t_preset, epochs, minutes, name])
-            start.click(train, [source, upload, t_preset, epochs, minutes, name],
-                        [status, curve, model], api_name="train", concurrency_limit=1,
-                        show_progress="minimal")
+            # the base model is the Generate tab's `model` dropdown, the endpoint's init_from
+            train_inputs = [source, upload, name, from_scratch, t_preset, epochs, t_budget, lr,
+                            batch_size, overwrite]
+            name_errors(train, train_inputs)
+            start.click(train, [*train_inputs, model], [status, curve, model], api_name="train",
+                        concurrency_limit=1, show_progress="minimal")
             stop.click(stop_training, None, status, api_name="stop_training")
+            for changed in (model.change, from_scratch.change):
+                changed(lambda m, scratch: _base_note(None if scratch else m),
+                        [model, from_scratch], base_note, api_visibility="private",
+                        show_progress="hidden")
         with gr.Tab("About"):
             gr.Markdown(ABOUT.replace("{presets}", _preset_table()))
     return demo

@@ -186,6 +186,47 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
             "sampling": sampling}
 
 
+def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
+                          data_dir: str | os.PathLike, sources: list[Pattern],
+                          held_out: set[str] = frozenset(), per_style: int = 64,
+                          bars: int = 4, seed: int = 0) -> dict:
+    """How often the style classifier calls a new style's grooves its source style.
+
+    `style` is a style the model learned from user data (`dilla`) made of GMD files of style
+    `source` (`hiphop`); `sources` are those files' patterns. The classifier is trained on
+    GMD's real training grooves of every style, without the files named in `held_out` (the
+    user data's file names), so its accuracy on the `sources` grooves is a fair ceiling:
+    `acc_real`. `acc_gen` is its accuracy on grooves the model generates in `style`, with
+    its saved generation defaults."""
+    gen = Generator.load(model_dir, device="cpu")
+    dataset = data_mod.load(data_dir)
+    pairs = data_mod.read_patterns([r for r in dataset.records if r.split == "train"
+                                    and r.path.name not in held_out], [])
+    real = _grooves(pairs, bars)
+    styles = [s for s in sorted(real) if len(real[s]) >= MIN_VAL_GROOVES]
+    index = {s: i for i, s in enumerate(styles)}
+    x = np.stack([groove_vector(p) for s in styles for p in real[s]])
+    y = np.array([index[s] for s in styles for _ in real[s]])
+    clf = train_classifier(x, y, len(styles), seed)
+    mine = [w for p in sources for w in data_mod.windows(p, bars, bars) if w.bars == bars]
+    rng, made, valid = random.Random(seed), [], 0
+    while len(made) < per_style:
+        request = Request(style=style, bars=bars,
+                          tempo=float(np.clip(rng.choice(mine).tempo, 40, 300)),
+                          seed=rng.randrange(2**31), variations=min(8, per_style - len(made)))
+        for groove in gen.generate(request):
+            valid += not gen.tokenizer.check(groove.tokens, bars=bars)
+            made.append(groove.raw)
+    pred_real = predict(clf, np.stack([groove_vector(p) for p in mine]))
+    pred_gen = predict(clf, np.stack([groove_vector(p) for p in made]))
+    counts = np.bincount(pred_gen, minlength=len(styles))
+    return {"style": style, "source": source, "real_grooves": len(mine),
+            "generated": len(made), "valid": valid / len(made),
+            "acc_real": float((pred_real == index[source]).mean()),
+            "acc_gen": float((pred_gen == index[source]).mean()),
+            "taken_for": {styles[k]: int(n) for k, n in enumerate(counts) if n}}
+
+
 def oa_ratio(row: dict) -> float:
     """A style's generated-vs-real overlap over its real-vs-real overlap (feature means)."""
     return float(np.nanmean(list(row["oa_gen"].values()))
