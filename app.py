@@ -546,10 +546,12 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         name: the new model's name: 1-40 letters, digits, - or _.
         from_scratch: train a new model instead of fine-tuning init_from.
         preset: the size of a model trained from scratch: debug or small.
-        epochs: passes over the data, 0-100 (0 = no limit).
-        time_budget: minutes, 0-1440 (0 = no limit); fine-tuning's default is 5.
-        lr: learning rate 1e-6 to 0.01 (empty: 3e-4 fine-tuning, 1e-3 from scratch).
-        batch_size: examples a step, 1-256 (empty: 16).
+        epochs: passes over the data, {epochs[0]:g}-{epochs[1]:g} (0 = no limit).
+        time_budget: minutes, {time_budget[0]:g}-{time_budget[1]:g} (0 = no limit); the
+            default is {minutes:g}.
+        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty: {finetune_lr:g} fine-tuning,
+            {scratch_lr:g} from scratch).
+        batch_size: examples a step, {batch_size[0]:g}-{batch_size[1]:g} (empty: {batch}).
         overwrite: replace a model of the same name (otherwise a taken name is refused).
         init_from: the model to fine-tune (default: the shipped model).
     """
@@ -578,6 +580,13 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         raise gr.Error(f"Training failed: {job.error}", duration=None)
     yield (_train_status(job), _loss_points(job),
            gr.update(choices=list(service.models()), value=job.name))
+
+
+# the ranges and defaults in train's docstring (the API page, MCP) are drumgen.finetune's
+train.__doc__ = train.__doc__.format(
+    **finetune_mod.TRAIN_RANGES, minutes=finetune_mod.FINETUNE_MINUTES,
+    finetune_lr=finetune_mod.FINETUNE_LR, scratch_lr=finetune_mod.SCRATCH_LR,
+    batch=finetune_mod.FINETUNE_BATCH)
 
 
 def _progress(progress, job) -> None:
@@ -621,14 +630,15 @@ def _train_status(job) -> str:
     return "  \n".join(lines)
 
 
-TRAIN_INTRO = """Teach drumgen your producer's style: upload a zip of style folders of MIDI
+TRAIN_INTRO = f"""Teach drumgen your producer's style: upload a zip of style folders of MIDI
 (`dilla/beat1.mid`, ...; a folder's name becomes a style) and press **Start training**. The
 model chosen in the Generate tab is fine-tuned on it (new styles start at the average of the
-styles it knows), in about five minutes on a CPU. The new model appears in the Generate tab's
-model list under the name you give, with a card (`README.md`) in its folder. About ten files
-and 300 bars make a style; with fewer, expect close copies of your files, and the status
-says so. One training at a time; generating keeps working meanwhile. Training from scratch
-is under *Advanced*."""
+styles it knows), for {finetune_mod.FINETUNE_MINUTES:g} minutes by default. The new model
+appears in the Generate tab's model list under the name you give, with a card (`README.md`)
+in its folder. About {finetune_mod.ENOUGH_FILES} files and {finetune_mod.ENOUGH_BARS} bars
+make a style; with fewer, expect close copies of your files, and the status says so. One
+training at a time; generating keeps working meanwhile. Training from scratch is under
+*Advanced*."""
 
 
 def _base_note(model_name) -> str:

@@ -17,7 +17,7 @@ from .train import TrainConfig
 #: Fine-tuning the model selected in the Generate tab (the Train tab's and /train's default),
 #: chosen by measurement on the 2-core CPU: bench/finetune.py, README "Fine-tuning on a CPU".
 FINETUNE_MINUTES = 5.0
-FINETUNE_LR = 3e-4
+FINETUNE_LR = 1e-4
 FINETUNE_BATCH = 16
 #: Training from scratch (the advanced choice): the shipped model's first-stage recipe.
 SCRATCH_LR = 1e-3
@@ -50,9 +50,11 @@ def config(scratch: bool = False, time_budget: float | None = FINETUNE_MINUTES,
 
 def data_lines(report: dict) -> list[str]:
     """Each style's files, bars and examples, one line a style (`train`'s `data` report)."""
+    same = " (training files: none went to validation)" if report["validation_is_training"] \
+        else ""
     return [f"`{style}`: {r['train_files']} files, {r['train_bars']} bars, "
             f"{r['train_examples']} examples to train on; {r['val_files']} files, "
-            f"{r['val_bars']} bars, {r['val_examples']} examples to validate on"
+            f"{r['val_bars']} bars, {r['val_examples']} examples to validate on{same}"
             for style, r in report["styles"].items()]
 
 
