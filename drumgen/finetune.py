@@ -19,6 +19,9 @@ from .train import TrainConfig
 FINETUNE_MINUTES = 5.0
 FINETUNE_LR = 1e-4
 FINETUNE_BATCH = 16
+#: Fine-tuning stops after this many validations (epochs) without a better validation loss: a
+#: small zip is learnt in a few epochs and then memorised (the best epoch's model is kept).
+FINETUNE_PATIENCE = 4
 #: Training from scratch (the advanced choice): the shipped model's first-stage recipe.
 SCRATCH_LR = 1e-3
 SCRATCH_BATCH = 16
@@ -45,7 +48,7 @@ def config(scratch: bool = False, time_budget: float | None = FINETUNE_MINUTES,
     return TrainConfig(preset=preset, epochs=epochs, time_budget=time_budget,
                        lr=lr or (SCRATCH_LR if scratch else FINETUNE_LR),
                        batch_size=batch_size or (SCRATCH_BATCH if scratch else FINETUNE_BATCH),
-                       checkpoint_every=10**9)
+                       patience=0 if scratch else FINETUNE_PATIENCE, checkpoint_every=10**9)
 
 
 def data_lines(report: dict) -> list[str]:
@@ -89,8 +92,9 @@ def result_warnings(summary: dict) -> list[str]:
                    + (": it memorised the file." if best < 1 else "."))
     elif best_step is not None and best_step < history[-1]["step"]:
         out.append(f"The validation loss was lowest at step {best_step} and rose after it, "
-                   "as the model began memorising its files; the model of that step was kept. "
-                   "More files would help more than more minutes.")
+                   "as the model began memorising its files; the model of that step was kept"
+                   + (", and training stopped early" if summary["reason"] == "early stopping"
+                      else "") + ". More files would help more than more minutes.")
     train_loss = summary.get("train_loss", math.nan)
     if not summary["data"]["validation_is_training"] and train_loss < 0.6 * best:
         out.append(f"Its training loss ({train_loss:.3f}) is far under its validation loss "
@@ -123,7 +127,8 @@ def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
         "## Training", "",
         f"- settings: learning rate {cfg.lr:g}, batch {cfg.batch_size}, time budget "
         f"{limit(cfg.time_budget, 'min')}, epochs {limit(cfg.epochs, '')}".rstrip()
-        + f", seed {cfg.seed}",
+        + f", seed {cfg.seed}" + (f", stop after {cfg.patience} epochs without a better "
+                                  "validation loss" if cfg.patience else ""),
         f"- steps: {summary['step']} ({summary['epoch']} full epochs), "
         f"{summary['seconds'] / 60:.1f} min at {summary['tokens_per_s']:.0f} tokens/s; "
         f"ended: {summary['reason']}",
