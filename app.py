@@ -555,18 +555,16 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         overwrite: replace a model of the same name (otherwise a taken name is refused).
         init_from: the model to fine-tune (default: the shipped model).
     """
-    request = service.TrainRequest(
-        name=name, zip_file=zip_file, data_source=data_source, init_from=init_from or None,
-        from_scratch=bool(from_scratch), preset=preset, epochs=epochs,
-        time_budget=time_budget, lr=lr, batch_size=_int(batch_size, "batch_size"),
-        overwrite=bool(overwrite))
     gmd = default_data_dir() if data_source == service.GMD_SOURCE else None
-    if data_source == service.GMD_SOURCE:
-        if gmd is None:
-            raise user_error("data_source: this server has no Groove MIDI Dataset; upload "
-                             "a zip instead")
-        request.zip_file = None
+    if data_source == service.GMD_SOURCE and gmd is None:
+        raise user_error("data_source: this server has no Groove MIDI Dataset; upload a zip "
+                         "instead")
     try:
+        request = service.TrainRequest(
+            name=name, zip_file=None if gmd else zip_file, data_source=data_source,
+            init_from=init_from or None, from_scratch=bool(from_scratch), preset=preset,
+            epochs=epochs, time_budget=time_budget, lr=lr,
+            batch_size=_int(batch_size, "batch_size"), overwrite=bool(overwrite))
         job = service.TRAINER.start(request, gmd)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None

@@ -61,7 +61,7 @@ def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) ->
                     callback=lambda e: e["event"] == "eval" and evals.append(e["val_loss"]))
     train_s = time.time() - started
     patterns = [p for _, p in data_mod.read_patterns(data_mod.load(data).records)]
-    held_out = {f.name for f in files}
+    held_out = set(files)
     acc = source_style_accuracy(out, STYLE, SOURCE, gmd, patterns, held_out,
                                 per_style=args.per_style)
     return {"mode": mode, "lr": cfg.lr, "batch_size": cfg.batch_size,

@@ -16,6 +16,7 @@ import math
 import os
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -188,20 +189,22 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
 
 def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
                           data_dir: str | os.PathLike, sources: list[Pattern],
-                          held_out: set[str] = frozenset(), per_style: int = 64,
+                          held_out: set[Path] = frozenset(), per_style: int = 64,
                           bars: int = 4, seed: int = 0) -> dict:
     """How often the style classifier calls a new style's grooves its source style.
 
     `style` is a style the model learned from user data (`dilla`) made of GMD files of style
     `source` (`hiphop`); `sources` are those files' patterns. The classifier is trained on
-    GMD's real training grooves of every style, without the files named in `held_out` (the
-    user data's file names), so its accuracy on the `sources` grooves is a fair ceiling:
+    GMD's real training grooves of every style, without the files in `held_out` (the GMD
+    files the user data was made of), so its accuracy on the `sources` grooves is a fair
+    ceiling:
     `acc_real`. `acc_gen` is its accuracy on grooves the model generates in `style`, with
     its saved generation defaults."""
     gen = Generator.load(model_dir, device="cpu")
     dataset = data_mod.load(data_dir)
+    held_out = {Path(p).resolve() for p in held_out}
     pairs = data_mod.read_patterns([r for r in dataset.records if r.split == "train"
-                                    and r.path.name not in held_out], [])
+                                    and r.path.resolve() not in held_out], [])
     real = _grooves(pairs, bars)
     styles = [s for s in sorted(real) if len(real[s]) >= MIN_VAL_GROOVES]
     index = {s: i for i, s in enumerate(styles)}
