@@ -207,6 +207,9 @@ def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
                                     and r.path.resolve() not in held_out], [])
     real = _grooves(pairs, bars)
     styles = [s for s in sorted(real) if len(real[s]) >= MIN_VAL_GROOVES]
+    if source not in styles:
+        raise ValueError(f"{source}: fewer than {MIN_VAL_GROOVES} real training grooves are "
+                         "left to learn it from once the held-out files are taken out")
     index = {s: i for i, s in enumerate(styles)}
     x = np.stack([groove_vector(p) for s in styles for p in real[s]])
     y = np.array([index[s] for s in styles for _ in real[s]])
