@@ -549,9 +549,10 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         epochs: passes over the data, {epochs[0]:g}-{epochs[1]:g} (0 = no limit).
         time_budget: minutes, {time_budget[0]:g}-{time_budget[1]:g} (0 = no limit); the
             default is {minutes:g}.
-        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty: {finetune_lr:g} fine-tuning,
+        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty or 0: {finetune_lr:g} fine-tuning,
             {scratch_lr:g} from scratch).
-        batch_size: examples a step, {batch_size[0]:g}-{batch_size[1]:g} (empty: {batch}).
+        batch_size: examples a step, {batch_size[0]:g}-{batch_size[1]:g} (empty or 0:
+            {batch}).
         overwrite: replace a model of the same name (otherwise a taken name is refused).
         init_from: the model to fine-tune (default: the shipped model).
     """
@@ -563,8 +564,8 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         request = service.TrainRequest(
             name=name, zip_file=None if gmd else zip_file, data_source=data_source,
             init_from=init_from or None, from_scratch=bool(from_scratch), preset=preset,
-            epochs=epochs, time_budget=time_budget, lr=lr,
-            batch_size=_int(batch_size, "batch_size"), overwrite=bool(overwrite))
+            epochs=epochs, time_budget=time_budget, lr=lr or None,  # the page's 0 = empty
+            batch_size=_int(batch_size, "batch_size") or None, overwrite=bool(overwrite))
         job = service.TRAINER.start(request, gmd)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
@@ -905,7 +906,7 @@ def build() -> gr.Blocks:
                     source = gr.Radio(list(service.DATA_SOURCES), value=service.DATA_SOURCES[0],
                                       label="Data")
                     upload = gr.File(label="Zip of labelled MIDI folders", file_types=[".zip"],
-                                     type="filepath")
+                                     type="filepath", elem_id="train-zip")
                     name = gr.Textbox("my-model", label="Model name",
                                       info="letters, digits, - and _; listed by this name")
                     base_note = gr.Markdown(_base_note(model_names[0] if model_names else None))
@@ -926,21 +927,26 @@ def build() -> gr.Blocks:
                                  "and time (the shipped model took hours on all of GMD)")
                         t_preset = gr.Radio(list(finetune_mod.SCRATCH_PRESETS), value="small",
                                             label="Model size (from scratch only)")
+                        # empty (which the page sends as 0) takes the mode's default, so
+                        # these two have no minimum here: TrainRequest checks the range
                         with gr.Row():
-                            lr = gr.Number(None, label="Learning rate",
-                                           minimum=ranges["lr"][0], maximum=ranges["lr"][1],
-                                           info=f"empty: {finetune_mod.FINETUNE_LR:g} fine-tuning,"
-                                                f" {finetune_mod.SCRATCH_LR:g} from scratch")
-                            batch_size = gr.Number(None, label="Batch size", precision=0,
-                                                   minimum=ranges["batch_size"][0],
+                            lr = gr.Number(None, label="Learning rate (0 = default)",
+                                           maximum=ranges["lr"][1],
+                                           info=f"{finetune_mod.FINETUNE_LR:g} fine-tuning, "
+                                                f"{finetune_mod.SCRATCH_LR:g} from scratch")
+                            batch_size = gr.Number(None, label="Batch size (0 = default)",
+                                                   precision=0,
                                                    maximum=ranges["batch_size"][1],
-                                                   info=f"empty: {finetune_mod.FINETUNE_BATCH}")
+                                                   info=f"{finetune_mod.FINETUNE_BATCH} "
+                                                        "fine-tuning, "
+                                                        f"{finetune_mod.SCRATCH_BATCH} from "
+                                                        "scratch")
                     with gr.Row():
                         start = gr.Button("Start training", variant="primary",
                                           interactive=enabled)
                         stop = gr.Button("Stop", variant="stop")
                 with gr.Column():
-                    status = gr.Markdown()
+                    status = gr.Markdown(elem_id="train-status")
                     curve = gr.LinePlot(x="step", y="loss", color="curve",
                                         label="Loss (nats/token)", height=260)
             # the base model is the Generate tab's `model` dropdown, the endpoint's init_from

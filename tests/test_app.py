@@ -269,7 +269,8 @@ def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd
     labelled with a new style, for a short budget; the model takes the given name, has a
     card, and generates valid grooves in the new style."""
     data = training_zip(tmp_path / "dilla.zip", gmd_files(gmd, 8, "hiphop"), "dilla")
-    job = train_job(client, data, "ci-dilla", time_budget=0.3)
+    # lr and batch_size as the page sends its empty boxes: 0, the defaults
+    job = train_job(client, data, "ci-dilla", time_budget=0.3, lr=0, batch_size=0)
     wait_for_output(job)
     assert not job.done(), "training ended before generating could overlap it"
     # generating keeps working while the model trains
@@ -365,8 +366,10 @@ def test_train_refuses_bad_settings(app, client, gmd, tmp_path):
              ((data, "x"), dict(from_scratch=True, preset="huge"), "preset: Value: 'huge'"),
              ((data, "x"), dict(epochs=-1), "epochs: Value -1"),
              ((data, "x"), dict(epochs=0, time_budget=0), "epochs, time_budget: give"),
-             ((data, "x"), dict(lr=0.5), "lr: Value 0.5"),
-             ((data, "x"), dict(batch_size=0), "batch_size: Value 0"),
+             ((data, "x"), dict(lr=0.5), "lr: Value 0.5 is greater than maximum"),
+             ((data, "x"), dict(lr=-1e-4), "lr must be from 1e-06 to 0.01"),
+             ((data, "x"), dict(batch_size=-2), "batch_size must be from 1 to 256"),
+             ((data, "x"), dict(batch_size=300), "batch_size: Value 300"),
              ((data, "x"), dict(init_from="no-such-model"), "init_from: unknown model"),
              ((data, "../evil"), {}, "name: use 1 to 40 letters"),
              ((data, "a/b"), {}, "name: use 1 to 40"),
