@@ -2,7 +2,8 @@
 model against trained from scratch, for the same minutes on the same zip.
 
     python bench/finetune.py [--mode finetune|scratch|both] [--minutes 5] [--lr LR]
-                             [--batch-size N] [--files 13] [--out runs/bench-finetune]
+                             [--batch-size N] [--patience N] [--files 13] [--per-style 64]
+                             [--out runs/bench-finetune]
 
 The zip holds GMD hip-hop beats (training split) under a new style name, `dilla/`, as a
 user would upload them; it is unpacked with the app's own checks and trained with the
@@ -55,6 +56,8 @@ def make_zip(path: Path, files: list[Path]) -> Path:
 def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) -> dict:
     cfg = finetune_config(scratch=mode == "scratch", time_budget=args.minutes, lr=args.lr,
                           batch_size=args.batch_size)
+    if args.patience is not None:
+        cfg.patience = args.patience
     started = time.time()
     evals: list[float] = []
     summary = train(cfg, data, out, init_from=None if mode == "scratch" else DEFAULT_MODEL,
@@ -65,7 +68,8 @@ def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) ->
     acc = source_style_accuracy(out, STYLE, SOURCE, gmd, patterns, held_out,
                                 per_style=args.per_style)
     return {"mode": mode, "lr": cfg.lr, "batch_size": cfg.batch_size,
-            "minutes": args.minutes, "train_s": round(train_s), "steps": summary["step"],
+            "minutes": args.minutes, "patience": cfg.patience, "train_s": round(train_s),
+            "steps": summary["step"], "reason": summary["reason"],
             "epochs": summary["epoch"], "best_val": summary["best_val"], "evals": evals,
             "tokens_per_s": summary["tokens_per_s"], **acc}
 
@@ -76,6 +80,9 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--patience", type=int, default=None,
+                        help="epochs without a better validation loss before stopping "
+                             "(default: the Train tab's; 0 = never stop early)")
     parser.add_argument("--files", type=int, default=13)
     parser.add_argument("--per-style", type=int, default=64)
     parser.add_argument("--data", type=Path, default=None)
@@ -91,7 +98,9 @@ def main() -> None:
         modes = ["finetune", "scratch"] if args.mode == "both" else [args.mode]
         for mode in modes:
             tag = f"{mode}-{args.minutes:g}min" + (f"-lr{args.lr:g}" if args.lr else "") + (
-                f"-b{args.batch_size}" if args.batch_size else "")
+                f"-b{args.batch_size}" if args.batch_size else "") + (
+                f"-p{args.patience}" if args.patience is not None else "") + (
+                f"-{args.files}files" if args.files != 13 else "")
             result = run(mode, data, args.out / tag, args, gmd, files)
             print(json.dumps(result))
 

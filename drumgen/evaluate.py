@@ -197,7 +197,7 @@ def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
     `source` (`hiphop`); `sources` are those files' patterns. The classifier is trained on
     GMD's real training grooves of every style, without the files in `held_out` (the GMD
     files the user data was made of), so its accuracy on the `sources` grooves is a fair
-    ceiling:
+    mark:
     `acc_real`. `acc_gen` is its accuracy on grooves the model generates in `style`, with
     its saved generation defaults."""
     gen = Generator.load(model_dir, device="cpu")
