@@ -130,14 +130,15 @@ def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
         f"{limit(cfg.time_budget, 'min')}, epochs {limit(cfg.epochs, '')}".rstrip()
         + f", seed {cfg.seed}" + (f", stop after {cfg.patience} epochs without a better "
                                   "validation loss" if cfg.patience else ""),
-        f"- steps: {summary['step']} ({summary['epoch']} full epochs), "
+        f"- steps: {summary['step']} "
+        f"({summary['step'] / max(1, summary['steps_per_epoch']):.1f} epochs), "
         f"{summary['seconds'] / 60:.1f} min at {summary['tokens_per_s']:.0f} tokens/s; "
         f"ended: {summary['reason']}",
         f"- validation loss: {best:.4f} nats/token at step {best_step} (the weights kept); "
         f"training loss at the end {summary.get('train_loss', math.nan):.4f}", "",
-        f"Generate with it: the Generate tab's model `{name}`, or "
-        f"`python -m drumgen generate --model {folder.name} --style "
-        f"{next(iter(summary['data']['styles']), 'STYLE')}`.", ""])
+        f"Generate with it: the Generate tab's model `{name}`, or `client.predict(model="
+        f"\"{name}\", style=\"{next(iter(summary['data']['styles']), 'funk')}\", "
+        "api_name=\"/generate\")`.", ""])
     path = folder / "README.md"
     atomic_write_bytes(path, text.encode())
     return path

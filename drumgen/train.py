@@ -410,7 +410,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     summary = {"event": "end", "reason": stop_reason, "step": state["step"],
                "epoch": state["epoch"], "best_val": state["best_val"],
                "seconds": state["seconds"], "styles": styles, "skipped": skipped,
-               "history": state["history"], "data": report,
+               "history": state["history"], "data": report, "steps_per_epoch": steps_per_epoch,
                "train_loss": sum(recent) / len(recent) if recent else math.nan,
                "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9)}
     emit(summary)
