@@ -53,6 +53,15 @@ def make_zip(path: Path, files: list[Path]) -> Path:
     return path
 
 
+def measure(model: Path, data: Path, args, gmd: Path, files: list[Path],
+            style: str = STYLE) -> dict:
+    """The classifier's figures for `style` of `model` (and for --old-styles)."""
+    patterns = [p for _, p in data_mod.read_patterns(data_mod.load(data).records)]
+    also = tuple(s for s in args.old_styles.split(",") if s)
+    return source_style_accuracy(model, style, SOURCE, gmd, patterns, set(files),
+                                 per_style=args.per_style, also=also)
+
+
 def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) -> dict:
     cfg = finetune_config(scratch=mode == "scratch", time_budget=args.minutes, lr=args.lr,
                           batch_size=args.batch_size)
@@ -63,10 +72,7 @@ def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) ->
     summary = train(cfg, data, out, init_from=None if mode == "scratch" else DEFAULT_MODEL,
                     callback=lambda e: e["event"] == "eval" and evals.append(e["val_loss"]))
     train_s = time.time() - started
-    patterns = [p for _, p in data_mod.read_patterns(data_mod.load(data).records)]
-    held_out = set(files)
-    acc = source_style_accuracy(out, STYLE, SOURCE, gmd, patterns, held_out,
-                                per_style=args.per_style)
+    acc = measure(out, data, args, gmd, files)
     return {"mode": mode, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "minutes": args.minutes, "patience": cfg.patience, "train_s": round(train_s),
             "steps": summary["step"], "reason": summary["reason"],
@@ -83,6 +89,13 @@ def main() -> None:
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a better validation loss before stopping "
                              "(default: the Train tab's; 0 = never stop early)")
+    parser.add_argument("--old-styles", default="",
+                        help="comma-separated GMD styles to classify too (did they move?)")
+    parser.add_argument("--shipped", action="store_true",
+                        help="also measure the shipped model itself (--old-styles and hiphop)")
+    parser.add_argument("--evaluate", type=Path, action="append", default=[],
+                        help="measure this model folder (trained on the same zip) instead "
+                             "of training; may repeat")
     parser.add_argument("--files", type=int, default=13)
     parser.add_argument("--per-style", type=int, default=64)
     parser.add_argument("--data", type=Path, default=None)
@@ -95,6 +108,14 @@ def main() -> None:
         dataset = data_mod.load(data)
         print(f"{len(files)} files: {sum(r.split == 'train' for r in dataset.records)} "
               f"training, {sum(r.split == 'validation' for r in dataset.records)} validation")
+        if args.shipped:  # the shipped model's own hip-hop, beside the new style
+            print(json.dumps({"mode": "shipped", **measure(DEFAULT_MODEL, data, args, gmd,
+                                                           files, style=SOURCE)}))
+        if args.evaluate:  # a model trained before: measure it, train nothing
+            for folder in args.evaluate:
+                print(json.dumps({"mode": str(folder), **measure(folder, data, args, gmd,
+                                                                 files)}))
+            return
         modes = ["finetune", "scratch"] if args.mode == "both" else [args.mode]
         for mode in modes:
             tag = f"{mode}-{args.minutes:g}min" + (f"-lr{args.lr:g}" if args.lr else "") + (

@@ -108,7 +108,8 @@ def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
     mine = beats[::2]
     patterns = [p for _, p in data_mod.read_patterns(mine)]
     result = source_style_accuracy(shipped, "funk", "funk", small_gmd, patterns,
-                                   {r.path for r in mine}, per_style=8)
+                                   {r.path for r in mine}, per_style=8, also=("rock",))
+    assert set(result["also_acc"]) == {"rock"} and result["also_acc"]["rock"] * 8 % 1 == 0
     assert result["real_grooves"] == sum(w.bars == 4 for p in patterns
                                          for w in data_mod.windows(p, 4, 4))
     assert result["generated"] == 8 and result["valid"] == 1.0
