@@ -628,7 +628,9 @@ def _train_status(job) -> str:
         if job.done and not job.error:
             lines.append(f"Finished ({end['reason']}): best validation loss "
                          f"{end['best_val']:.4f}. **{job.name}** is now in the Generate tab's "
-                         f"model list; its card is `{job.name}/README.md`.")
+                         f"model list; its card is `{job.name}/README.md`."
+                         + (f" Its old styles were fine-tuned too and may play differently: "
+                            f"for them, **{job.base}** is unchanged." if job.base else ""))
     return "  \n".join(lines)
 
 

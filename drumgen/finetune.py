@@ -118,6 +118,11 @@ def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
              f"{r['val_bars']} | {r['train_examples']} / {r['val_examples']} |"
              for s, r in summary["data"]["styles"].items()]
     warnings = data_warnings(summary["data"]) + result_warnings(summary)
+    if base:
+        warnings.append(f"Every weight was fine-tuned, so the styles it had from `{base}` may "
+                        f"play differently here (after a 10-file hip-hop fine-tune, soul grooves "
+                        f"were called soul about half as often); for them, `{base}` itself is "
+                        f"unchanged.")
     limit = lambda v, unit: f"{v:g} {unit}" if v else "no limit"  # noqa: E731
     text = "\n".join([
         f"# {name}", "",
