@@ -316,17 +316,20 @@ def test_train_from_scratch_then_a_taken_name_is_refused_or_overwritten(app, cli
     folder = app.user_models / "ci-twice"
     assert "trained from scratch (preset `debug`)" in (folder / "README.md").read_text()
     first = (folder / "model.safetensors").stat().st_ino
+    before = Path(generate(client, model="ci-twice", style="funk", seed=1)[2]).read_bytes()
     with pytest.raises(AppError) as error:
         train_job(client, data, "ci-twice", **scratch).result(timeout=CALL_TIMEOUT_S)
     assert "name: a model called 'ci-twice' already exists" in str(error.value)
     assert (folder / "model.safetensors").stat().st_ino == first  # untouched
-    status, _, models = train_job(client, data, "ci-twice", **scratch,
+    status, _, models = train_job(client, data, "ci-twice", **{**scratch, "epochs": 3},
                                   overwrite=True).result(timeout=300)
     assert "Finished" in status and models["value"] == "ci-twice"
     assert (folder / "model.safetensors").stat().st_ino != first  # replaced, as asked
     assert [c[0] for c in models["choices"]].count("ci-twice") == 1
     _, _, midi, _, _, _, _ = generate(client, model="ci-twice", style="funk", seed=1)
     assert_drum_midi(midi, bars=4)
+    # the same request now plays the new weights: the old model was not kept loaded
+    assert Path(midi).read_bytes() != before
 
 
 def evil_zip(path: Path, sample: Path, kind: str) -> Path:
