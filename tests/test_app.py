@@ -265,10 +265,13 @@ def test_train_endpoint_takes_the_train_requests_names_and_fine_tunes_by_default
 
 
 def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd, tmp_path):
-    """The Train tab's default: the shipped model fine-tuned on real GMD hip-hop beats
-    labelled with a new style, for a short budget; the model takes the given name, has a
-    card, and generates valid grooves in the new style."""
-    data = training_zip(tmp_path / "dilla.zip", gmd_files(gmd, 8, "hiphop"), "dilla")
+    """The Train tab's default: the shipped model fine-tuned on real GMD files under two new
+    style names (hip-hop as `dilla`, soul as `questo`, as in the issue), for a short budget;
+    the model takes the given name, has a card, and generates valid grooves in both."""
+    data = training_zip(tmp_path / "mine.zip", gmd_files(gmd, 6, "hiphop"), "dilla")
+    with zipfile.ZipFile(data, "a") as z:  # a second producer: GMD soul as `questo`
+        for i, f in enumerate(gmd_files(gmd, 6, "soul")):
+            z.write(f, f"questo/{i}_{f.name}")
     # lr and batch_size as the page sends its empty boxes: 0, the defaults
     job = train_job(client, data, "ci-dilla", time_budget=0.3, lr=0, batch_size=0)
     wait_for_output(job)
@@ -280,7 +283,9 @@ def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd
     status, curve, models = job.result(timeout=300)
     assert "fine-tuning **drumgen-small**" in status and "Finished" in status, status
     # the data, and what it is likely to give, in the status
-    assert re.search(r"`dilla`: \d+ files, \d+ bars, \d+ examples to train on", status), status
+    for style in ("dilla", "questo"):
+        assert re.search(rf"`{style}`: \d+ files, \d+ bars, \d+ examples to train on",
+                         status), status
     assert "A style takes about 10 files" in status, status
     assert curve["columns"] == ["step", "loss", "curve"]  # a gr.LinePlot's data
     assert {row[2] for row in curve["data"]} == {"train", "validation"}
@@ -289,19 +294,19 @@ def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd
     folder = app.user_models / "ci-dilla"
     tuned = json.loads((folder / "styles.json").read_text())
     shipped = json.loads((apputil.ROOT / "models/drumgen-small/styles.json").read_text())
-    assert tuned == shipped + ["dilla"]  # fine-tuned: the shipped styles, then the new one
+    assert tuned == shipped + ["dilla", "questo"]  # the shipped styles, then the new ones
     card = (folder / "README.md").read_text()
-    for words in ("# ci-dilla", "fine-tuned from `drumgen-small`", "| dilla |",
+    for words in ("# ci-dilla", "fine-tuned from `drumgen-small`", "| dilla |", "| questo |",
                   "learning rate 0.0001, batch 16, time budget 0.3 min", "validation loss"):
         assert words in card, (words, card)
     assert not (folder / "checkpoints").exists()
     assert not [p for p in app.user_models.iterdir() if p.name.startswith(".")], \
         "a staging folder was left"
 
-    for seed in (5, 6):
-        _, _, midi, _, _, info, _ = generate(client, model="ci-dilla", style="dilla",
+    for style, seed in (("dilla", 5), ("dilla", 6), ("questo", 5)):
+        _, _, midi, _, _, info, _ = generate(client, model="ci-dilla", style=style,
                                              seed=seed)
-        assert "style `dilla`" in info
+        assert f"style `{style}`" in info
         assert_drum_midi(midi, bars=4)
     # the unpacked zip is removed once training ends
     assert not list(app.temp.glob("drumgen-*/*/data")), "the unpacked training data was left"
