@@ -534,7 +534,7 @@ def new_seed() -> int:
 
 def train(data_source, zip_file, name, from_scratch=False, preset="small", epochs=0,
           time_budget=finetune_mod.FINETUNE_MINUTES, lr=None, batch_size=None, overwrite=False,
-          init_from=None, progress=gr.Progress()):
+          train_only=finetune_mod.FINETUNE_TRAIN, init_from=None, progress=gr.Progress()):
     """Teach a model your style: fine-tune the model chosen in the Generate tab on a zip of
     style folders of MIDI (`dilla/beat1.mid`, ...), or train one from scratch. One run at a
     time; yields the status (with what the data is likely to give), the loss curve and the
@@ -549,11 +549,13 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
         epochs: passes over the data, {epochs[0]:g}-{epochs[1]:g} (0 = no limit).
         time_budget: minutes, {time_budget[0]:g}-{time_budget[1]:g} (0 = no limit); the
             default is {minutes:g}.
-        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty or 0: {finetune_lr:g} fine-tuning,
-            {scratch_lr:g} from scratch).
+        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty or 0: {finetune_lr:g} fine-tuning
+            the style embeddings, {all_lr:g} every weight, {scratch_lr:g} from scratch).
         batch_size: examples a step, {batch_size[0]:g}-{batch_size[1]:g} (empty or 0:
             {batch}).
         overwrite: replace a model of the same name (otherwise a taken name is refused).
+        train_only: what fine-tuning trains: "style" (the style embeddings; the old styles
+            stay as they were) or "all" (every weight).
         init_from: the model to fine-tune (default: the shipped model).
     """
     gmd = default_data_dir() if data_source == service.GMD_SOURCE else None
@@ -565,7 +567,8 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
             name=name, zip_file=None if gmd else zip_file, data_source=data_source,
             init_from=init_from or None, from_scratch=bool(from_scratch), preset=preset,
             epochs=epochs, time_budget=time_budget, lr=lr or None,  # the page's 0 = empty
-            batch_size=_int(batch_size, "batch_size") or None, overwrite=bool(overwrite))
+            batch_size=_int(batch_size, "batch_size") or None, overwrite=bool(overwrite),
+            train_only=train_only)
         job = service.TRAINER.start(request, gmd)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
@@ -587,7 +590,8 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
 # the ranges and defaults in train's docstring (the API page, MCP) are drumgen.finetune's
 train.__doc__ = train.__doc__.format(
     **finetune_mod.TRAIN_RANGES, minutes=finetune_mod.FINETUNE_MINUTES,
-    finetune_lr=finetune_mod.FINETUNE_LR, scratch_lr=finetune_mod.SCRATCH_LR,
+    finetune_lr=finetune_mod.FINETUNE_LR, all_lr=finetune_mod.FINETUNE_ALL_LR,
+    scratch_lr=finetune_mod.SCRATCH_LR,
     batch=finetune_mod.FINETUNE_BATCH)
 
 
@@ -630,7 +634,8 @@ def _train_status(job) -> str:
                          f"{end['best_val']:.4f}. **{job.name}** is now in the Generate tab's "
                          f"model list; its card is `{job.name}/README.md`."
                          + (f" Its old styles were fine-tuned too and may play differently: "
-                            f"for them, **{job.base}** is unchanged." if job.base else ""))
+                            f"for them, **{job.base}** is unchanged."
+                            if job.base and job.train_only == "all" else ""))
     return "  \n".join(lines)
 
 
@@ -929,13 +934,19 @@ def build() -> gr.Blocks:
                                  "and time (the shipped model took hours on all of GMD)")
                         t_preset = gr.Radio(list(finetune_mod.SCRATCH_PRESETS), value="small",
                                             label="Model size (from scratch only)")
+                        train_only = gr.Radio(
+                            [("the style embeddings (the old styles stay as they were)",
+                              "style"), ("every weight", "all")],
+                            value=finetune_mod.FINETUNE_TRAIN, label="Fine-tune")
                         # empty (which the page sends as 0) takes the mode's default, so
                         # these two have no minimum here: TrainRequest checks the range
                         with gr.Row():
                             lr = gr.Number(None, label="Learning rate (0 = default)",
                                            maximum=ranges["lr"][1],
-                                           info=f"{finetune_mod.FINETUNE_LR:g} fine-tuning, "
-                                                f"{finetune_mod.SCRATCH_LR:g} from scratch")
+                                           info=f"{finetune_mod.FINETUNE_LR:g} style, "
+                                                f"{finetune_mod.FINETUNE_ALL_LR:g} every "
+                                                f"weight, {finetune_mod.SCRATCH_LR:g} from "
+                                                "scratch")
                             batch_size = gr.Number(None, label="Batch size (0 = default)",
                                                    precision=0,
                                                    maximum=ranges["batch_size"][1],
@@ -953,7 +964,7 @@ def build() -> gr.Blocks:
                                         label="Loss (nats/token)", height=260)
             # the base model is the Generate tab's `model` dropdown, the endpoint's init_from
             train_inputs = [source, upload, name, from_scratch, t_preset, epochs, t_budget, lr,
-                            batch_size, overwrite]
+                            batch_size, overwrite, train_only]
             name_errors(train, train_inputs)
             start.click(train, [*train_inputs, model], [status, curve, model], api_name="train",
                         concurrency_limit=1, show_progress="minimal")

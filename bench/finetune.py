@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from drumgen import data as data_mod  # noqa: E402
 from drumgen.archive import safe_extract  # noqa: E402
 from drumgen.evaluate import source_style_accuracy  # noqa: E402
+from drumgen.finetune import FINETUNE_TRAIN  # noqa: E402
 from drumgen.finetune import config as finetune_config  # noqa: E402
 from drumgen.generate import DEFAULT_MODEL  # noqa: E402
 from drumgen.train import train  # noqa: E402
@@ -64,7 +65,7 @@ def measure(model: Path, data: Path, args, gmd: Path, files: list[Path],
 
 def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) -> dict:
     cfg = finetune_config(scratch=mode == "scratch", time_budget=args.minutes, lr=args.lr,
-                          batch_size=args.batch_size)
+                          batch_size=args.batch_size, train_only=args.train_only)
     if args.patience is not None:
         cfg.patience = args.patience
     started = time.time()
@@ -73,7 +74,7 @@ def run(mode: str, data: Path, out: Path, args, gmd: Path, files: list[Path]) ->
                     callback=lambda e: e["event"] == "eval" and evals.append(e["val_loss"]))
     train_s = time.time() - started
     acc = measure(out, data, args, gmd, files)
-    return {"mode": mode, "lr": cfg.lr, "batch_size": cfg.batch_size,
+    return {"mode": mode, "train_only": cfg.train_only, "lr": cfg.lr, "batch_size": cfg.batch_size,
             "minutes": args.minutes, "patience": cfg.patience, "train_s": round(train_s),
             "steps": summary["step"], "reason": summary["reason"],
             "epochs": summary["epoch"], "best_val": summary["best_val"], "evals": evals,
@@ -86,6 +87,8 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=5)
     parser.add_argument("--lr", type=float, default=None)
     parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--train-only", default=FINETUNE_TRAIN, choices=["style", "all"],
+                        help="what fine-tuning trains (default: the Train tab's)")
     parser.add_argument("--patience", type=int, default=None,
                         help="epochs without a better validation loss before stopping "
                              "(default: the Train tab's; 0 = never stop early)")
@@ -118,7 +121,9 @@ def main() -> None:
             return
         modes = ["finetune", "scratch"] if args.mode == "both" else [args.mode]
         for mode in modes:
-            tag = f"{mode}-{args.minutes:g}min" + (f"-lr{args.lr:g}" if args.lr else "") + (
+            trained = args.train_only if mode == "finetune" else "all"
+            tag = f"{mode}-{trained}-{args.minutes:g}min" + (
+                f"-lr{args.lr:g}" if args.lr else "") + (
                 f"-b{args.batch_size}" if args.batch_size else "") + (
                 f"-p{args.patience}" if args.patience is not None else "") + (
                 f"-{args.files}files" if args.files != 13 else "")

@@ -17,7 +17,12 @@ from .train import TrainConfig
 #: Fine-tuning the model selected in the Generate tab (the Train tab's and /train's default),
 #: chosen by measurement on the 2-core CPU: bench/finetune.py, README "Fine-tuning on a CPU".
 FINETUNE_MINUTES = 5.0
-FINETUNE_LR = 1e-4
+#: What fine-tuning trains (`TrainConfig.train_only`): "style", only the style embeddings,
+#: learnt a new style at least as well as every weight did and left the old styles as they
+#: were; "all" trains every weight, at its own learning rate.
+FINETUNE_TRAIN = "style"
+FINETUNE_LR = 3e-3  # style embeddings only
+FINETUNE_ALL_LR = 1e-4  # every weight
 FINETUNE_BATCH = 16
 #: Fine-tuning stops after this many validations (epochs) without a better validation loss: a
 #: small zip is learnt in a few epochs and then memorised (the best epoch's model is kept).
@@ -41,15 +46,24 @@ ENOUGH_BARS = 300
 ENOUGH_FILES = 10
 
 
+TRAIN_ONLY = ("style", "all")
+
+
 def config(scratch: bool = False, time_budget: float | None = FINETUNE_MINUTES,
            epochs: float | None = None, lr: float | None = None,
-           batch_size: int | None = None, preset: str = "small") -> TrainConfig:
+           batch_size: int | None = None, preset: str = "small",
+           train_only: str = FINETUNE_TRAIN) -> TrainConfig:
     """The config the Train tab runs: the fine-tuning defaults, or from scratch with
-    `scratch`; None takes the default. No periodic checkpoints: a run takes minutes."""
+    `scratch` (every weight); None takes the default. No periodic checkpoints: a run takes
+    minutes."""
+    train_only = "all" if scratch else train_only
+    default_lr = SCRATCH_LR if scratch else (
+        FINETUNE_LR if train_only == "style" else FINETUNE_ALL_LR)
     return TrainConfig(preset=preset, epochs=epochs, time_budget=time_budget,
-                       lr=lr or (SCRATCH_LR if scratch else FINETUNE_LR),
+                       lr=lr or default_lr,
                        batch_size=batch_size or (SCRATCH_BATCH if scratch else FINETUNE_BATCH),
-                       patience=0 if scratch else FINETUNE_PATIENCE, checkpoint_every=10**9)
+                       patience=0 if scratch else FINETUNE_PATIENCE, checkpoint_every=10**9,
+                       train_only=train_only)
 
 
 def data_lines(report: dict) -> list[str]:
@@ -109,8 +123,10 @@ def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
     best = summary["best_val"]
     best_step = next((h["step"] for h in summary.get("history") or []
                       if h["val_loss"] == best), summary["step"])
+    what = ("only the style embeddings were trained, so the old styles play as in the base"
+            if cfg.train_only == "style" else "every weight was trained")
     origin = (f"fine-tuned from `{base}` (its styles kept; each new style's embedding started "
-              "at the mean of the old ones)" if base else
+              f"at the mean of the old ones; {what})" if base else
               f"trained from scratch (preset `{cfg.preset}`)")
     rows = ["| style | files (train / validation) | bars (train / validation) | "
             "examples (train / validation) |", "|---|---|---|---|"]
@@ -118,7 +134,7 @@ def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
              f"{r['val_bars']} | {r['train_examples']} / {r['val_examples']} |"
              for s, r in summary["data"]["styles"].items()]
     warnings = data_warnings(summary["data"]) + result_warnings(summary)
-    if base:
+    if base and cfg.train_only == "all":
         warnings.append(f"Every weight was fine-tuned, so the styles it had from `{base}` may "
                         f"play differently here (after a 10-file hip-hop fine-tune, soul grooves "
                         f"were called soul about half as often); for them, `{base}` itself is "

@@ -324,6 +324,7 @@ class TrainRequest:
     lr: float | None = None
     batch_size: int | None = None
     overwrite: bool = False  # replace a model of the same name (else refused)
+    train_only: str = finetune.FINETUNE_TRAIN  # fine-tuning: "style" embeddings, or "all"
 
     def validate(self) -> None:
         """Raise `RequestError` naming the first bad parameter."""
@@ -337,6 +338,9 @@ class TrainRequest:
             if not isinstance(getattr(self, flag), bool):
                 raise RequestError(f"{flag} must be true or false; got "
                                    f"{getattr(self, flag)!r}")
+        if self.train_only not in finetune.TRAIN_ONLY:
+            raise RequestError(f"train_only must be {' or '.join(finetune.TRAIN_ONLY)}; got "
+                               f"{self.train_only!r}")
         if self.from_scratch and self.preset not in finetune.SCRATCH_PRESETS:
             raise RequestError(f"preset must be {' or '.join(finetune.SCRATCH_PRESETS)} here; "
                                f"got {self.preset!r}")
@@ -351,7 +355,7 @@ class TrainRequest:
     def config(self):
         return finetune.config(self.from_scratch, self.time_budget or None,
                                self.epochs or None, self.lr or None, self.batch_size or None,
-                               self.preset)
+                               self.preset, self.train_only)
 
 
 @dataclass
@@ -366,6 +370,7 @@ class Job:
     done: bool = False
     workdir: Path | None = None
     card: Path | None = None
+    train_only: str = "all"
 
 
 def _target(name: str, overwrite: bool) -> Path:
@@ -433,7 +438,8 @@ class Trainer:
                 raise
             USER_MODELS.mkdir(parents=True, exist_ok=True)
             staged = USER_MODELS / f".{request.name}.training-{uuid.uuid4().hex[:8]}"
-            job = Job(request.name, target, base and base.name, workdir=workdir)
+            job = Job(request.name, target, base and base.name, workdir=workdir,
+                      train_only=cfg.train_only)
             job.thread = threading.Thread(
                 target=self._run, args=(job, cfg, data_dir, staged, base, request.overwrite),
                 daemon=True, name="drumgen-train")

@@ -61,6 +61,9 @@ class TrainConfig:
     #: "generate" (grooves from scratch) or "groove" (play a quantized pattern: see
     #: `data.groove_examples`; fine-tune from a generate model with `init_from`)
     task: str = "generate"
+    #: "all" trains every weight; "style" only the style embeddings (fine-tuning a model:
+    #: a new style is learnt as a point among the old ones, and the rest stays as it was)
+    train_only: str = "all"
 
 
 Callback = Callable[[dict], None]
@@ -265,6 +268,10 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     source = ckpt or init_from
     if cfg.task not in ("generate", "groove"):
         raise ValueError(f"task must be generate or groove, got {cfg.task!r}")
+    if cfg.train_only not in ("all", "style"):
+        raise ValueError(f"train_only must be all or style, got {cfg.train_only!r}")
+    if cfg.train_only == "style" and (not source or cfg.task != "generate"):
+        raise ValueError("train_only=style fine-tunes a generate model: give init_from")
     base = model_mod.load(source) if source else None
     tok = base.tokenizer if base else Tokenizer()
     if cfg.task == "groove":
@@ -287,8 +294,13 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     defaults = base.defaults if base else GenerationDefaults()
     accelerator = Accelerator(mixed_precision=_precision(cfg.precision),
                               gradient_accumulation_steps=cfg.grad_accum)
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    if cfg.train_only == "style":
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith("style_emb.")
+    trained = [p for p in model.parameters() if p.requires_grad]
+    # no decay on style rows alone: the old styles' rows get no gradient and must not shrink
+    decay = [p for p in trained if p.dim() >= 2 and cfg.train_only == "all"]
+    no_decay = [p for p in trained if p.dim() < 2 or cfg.train_only != "all"]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": math.inf, "history": [],

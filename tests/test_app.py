@@ -262,6 +262,7 @@ def test_train_endpoint_takes_the_train_requests_names_and_fine_tunes_by_default
     assert defaults["from_scratch"] is False and defaults["init_from"] == "drumgen-small"
     assert defaults["time_budget"] == FINETUNE_MINUTES and defaults["overwrite"] is False
     assert defaults["lr"] is None and defaults["batch_size"] is None  # the mode's default
+    assert defaults["train_only"] == "style"
 
 
 def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd, tmp_path):
@@ -297,7 +298,8 @@ def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd
     assert tuned == shipped + ["dilla", "questo"]  # the shipped styles, then the new ones
     card = (folder / "README.md").read_text()
     for words in ("# ci-dilla", "fine-tuned from `drumgen-small`", "| dilla |", "| questo |",
-                  "learning rate 0.0001, batch 16, time budget 0.3 min", "validation loss"):
+                  "only the style embeddings were trained",
+                  "learning rate 0.003, batch 16, time budget 0.3 min", "validation loss"):
         assert words in card, (words, card)
     assert not (folder / "checkpoints").exists()
     assert not [p for p in app.user_models.iterdir() if p.name.startswith(".")], \
@@ -319,7 +321,8 @@ def test_train_from_scratch_then_a_taken_name_is_refused_or_overwritten(app, cli
     status, _, models = train_job(client, data, "ci-twice", **scratch).result(timeout=300)
     assert "training from scratch" in status and models["value"] == "ci-twice", status
     folder = app.user_models / "ci-twice"
-    assert "trained from scratch (preset `debug`)" in (folder / "README.md").read_text()
+    card = (folder / "README.md").read_text()
+    assert "trained from scratch (preset `debug`)" in card and "learning rate 0.001" in card
     first = (folder / "model.safetensors").stat().st_ino
     before = Path(generate(client, model="ci-twice", style="funk", seed=1)[2]).read_bytes()
     with pytest.raises(AppError) as error:

@@ -135,4 +135,5 @@ def test_fine_tune_from_the_train_tab_in_the_browser(app, gmd, tmp_path):
     assert "dilla: " in text and "examples to train on" in text, text
     card = (app.user_models / "ci-page" / "README.md").read_text()
     assert "fine-tuned from `drumgen-small`" in card
-    assert "learning rate 0.0001, batch 16, time budget 0.2 min" in card  # the page's defaults
+    assert "learning rate 0.003, batch 16, time budget 0.2 min" in card  # the page's defaults
+    assert "only the style embeddings were trained" in card

@@ -17,8 +17,34 @@ def test_the_settings_are_the_fine_tuning_defaults_unless_told():
     assert (tuned.lr, tuned.batch_size, tuned.time_budget) == (
         finetune.FINETUNE_LR, finetune.FINETUNE_BATCH, finetune.FINETUNE_MINUTES)
     assert (scratch.lr, scratch.batch_size) == (finetune.SCRATCH_LR, finetune.SCRATCH_BATCH)
+    assert tuned.train_only == finetune.FINETUNE_TRAIN == "style" and scratch.train_only == "all"
+    assert finetune.config(train_only="all").lr == finetune.FINETUNE_ALL_LR
     assert finetune.config(lr=2e-4, batch_size=4).lr == 2e-4
     assert TrainRequest(name="x").config() == tuned  # the request's defaults are the same
+
+
+def test_fine_tuning_the_style_only_leaves_every_other_weight_as_it_was(tmp_path,
+                                                                        debug_model):
+    """train_only="style": a new style's row is learnt, and every other weight, the old
+    styles' rows included, stays bit for bit as in the base model."""
+    import torch
+
+    from drumgen import model as model_mod
+    for i in range(4):
+        synthetic_groove("jazz", 100 + i).save(tmp_path / "data" / "mydilla" / f"b{i}.mid")
+    summary = train(finetune.config(time_budget=None, epochs=2, batch_size=4), tmp_path / "data",
+                    tmp_path / "tuned", init_from=debug_model)
+    assert summary["step"] > 0
+    before, after = model_mod.load(debug_model).model, model_mod.load(tmp_path / "tuned").model
+    old = before.config.n_styles
+    assert after.config.n_styles == old + 1
+    changed = [name for name, p in after.state_dict().items() if name != "style_emb.weight"
+               and not torch.equal(p, before.state_dict()[name])]
+    assert changed == []
+    assert torch.equal(after.style_emb.weight[:old], before.style_emb.weight)
+    assert not torch.allclose(after.style_emb.weight[old], before.style_emb.weight.mean(0))
+    with pytest.raises(ValueError, match="train_only=style fine-tunes"):
+        train(finetune.config(epochs=1), tmp_path / "data", tmp_path / "x")  # no base
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +112,7 @@ def test_the_model_card_says_base_data_settings_steps_and_loss(one_file_run, tmp
     (dict(from_scratch="yes"), "from_scratch must be true or false"),
     (dict(from_scratch=True, preset="seed"), "preset must be debug or small"),
     (dict(data_source="my disk"), "data_source must be one of"),
+    (dict(train_only="heads"), "train_only must be style or all"),
 ])
 def test_a_bad_request_names_its_parameter(changes, words):
     with pytest.raises(RequestError, match=words.replace("(", r"\(")):
