@@ -695,11 +695,12 @@ the model has not learned those producers. Fine-tune on your own MIDI (Train tab
 **Your own style (Train tab).** Upload a zip of style folders of MIDI (`dilla/beat1.mid`,
 ...): by default the model chosen in the Generate tab is **fine-tuned** on it, each folder
 becoming a new style next to the ones it knows, with settings measured to give a usable style
-in minutes on a 2-core CPU. The new model is listed under exactly the name you give (a taken
-name is refused unless you ask to replace it), and its folder holds a card (`README.md`: base
-model, files and bars per style, settings, steps, validation loss). The status says what
-small data is likely to give. Training from scratch, a learning rate and a batch size are
-under *Advanced*. The same job is the `/train` endpoint:
+in minutes on a 2-core CPU. Only the style embeddings are trained unless you ask for every
+weight, so the styles it knew play as before. The new model is listed under exactly the
+name you give (a taken name is refused unless you ask to replace it), and its folder holds a
+card (`README.md`: base model, files and bars per style, settings, steps, validation loss).
+The status says what small data is likely to give. Training from scratch, every weight, a
+learning rate and a batch size are under *Advanced*. The same job is the `/train` endpoint:
 `client.predict(zip_file=handle_file("dilla.zip"), name="my-dilla", api_name="/train")`.
 
 **Editing.** The grid is the draft. Click a cell to add or remove a hit (Shift-click: an
