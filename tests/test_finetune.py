@@ -69,7 +69,7 @@ def test_one_file_is_warned_about_before_and_after_training(one_file_run):
     assert report["styles"]["funk"]["train_bars"] == 8
     before = " ".join(finetune.data_warnings(report))
     assert "`funk` has very little to learn from (1 files, 8 bars)" in before
-    assert "replay these grooves nearly note for note" in before
+    assert "fine-tuning every weight on it memorises it" in before
     assert "A style takes about 10 files" in before
     assert "validation loss is measured on a training file" in before
     assert "training files: none went to validation" in finetune.data_lines(report)[0]
