@@ -20,9 +20,9 @@ import gradio as gr  # noqa: E402
 
 import ui_grid  # noqa: E402
 from drumgen import draft as draft_mod  # noqa: E402
+from drumgen import finetune as finetune_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
 from drumgen import service  # noqa: E402
-from drumgen.archive import ArchiveError  # noqa: E402
 from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES, MIDI_LAYOUTS  # noqa: E402
 from drumgen.data import default_data_dir  # noqa: E402
 from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
@@ -534,16 +534,44 @@ def new_seed() -> int:
 # ---------------------------------------------------------------------------------------------
 # Training
 
-def train(data_source, zip_file, preset, epochs, minutes, name, progress=gr.Progress()):
-    """Train a model (one run at a time); yields status, a loss plot and the model list."""
-    use_gmd = data_source == "Groove MIDI Dataset (on this server)"
+def train(data_source, zip_file, name, from_scratch=False, preset="small", epochs=0,
+          time_budget=finetune_mod.FINETUNE_MINUTES, lr=None, batch_size=None, overwrite=False,
+          train_only=finetune_mod.FINETUNE_TRAIN, init_from=None, progress=gr.Progress()):
+    """Teach a model your style: fine-tune the model chosen in the Generate tab on a zip of
+    style folders of MIDI (`dilla/beat1.mid`, ...), or train one from scratch. One run at a
+    time; yields the status (with what the data is likely to give), the loss curve and the
+    model list. The new model is listed under `name` once it is finished.
+
+    Args:
+        data_source: "Uploaded zip", or "Groove MIDI Dataset (on this server)".
+        zip_file: a zip of style folders of .mid files (a folder's name is its style).
+        name: the new model's name: 1-40 letters, digits, - or _.
+        from_scratch: train a new model instead of fine-tuning init_from.
+        preset: the size of a model trained from scratch: debug or small.
+        epochs: passes over the data, {epochs[0]:g}-{epochs[1]:g} (0 = no limit).
+        time_budget: minutes, {time_budget[0]:g}-{time_budget[1]:g} (0 = no limit); the
+            default is {minutes:g}.
+        lr: learning rate {lr[0]:g} to {lr[1]:g} (empty or 0: {finetune_lr:g} fine-tuning
+            the style embeddings, {all_lr:g} every weight, {scratch_lr:g} from scratch).
+        batch_size: examples a step, {batch_size[0]:g}-{batch_size[1]:g} (empty or 0:
+            {batch}).
+        overwrite: replace a model of the same name (otherwise a taken name is refused).
+        train_only: what fine-tuning trains: "style" (the style embeddings; the old styles
+            stay as they were) or "all" (every weight).
+        init_from: the model to fine-tune (default: the shipped model).
+    """
+    gmd = default_data_dir() if data_source == service.GMD_SOURCE else None
+    if data_source == service.GMD_SOURCE and gmd is None:
+        raise user_error("data_source: this server has no Groove MIDI Dataset; upload a zip "
+                         "instead")
     try:
-        job = service.TRAINER.start(default_data_dir() if use_gmd else None,
-                                    None if use_gmd else zip_file, preset,
-                                    float(epochs) if epochs else None,
-                                    float(minutes) if minutes else None, name)
-    except ArchiveError as exc:  # a zip refused by the archive checks
-        raise user_error(f"zip_file: {exc}") from None
+        request = service.TrainRequest(
+            name=name, zip_file=None if gmd else zip_file, data_source=data_source,
+            init_from=init_from or None, from_scratch=bool(from_scratch), preset=preset,
+            epochs=epochs, time_budget=time_budget, lr=lr or None,  # the page's 0 = empty
+            batch_size=_int(batch_size, "batch_size") or None, overwrite=bool(overwrite),
+            train_only=train_only)
+        job = service.TRAINER.start(request, gmd)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
     except Exception as exc:  # an unreadable upload, and the like
@@ -559,6 +587,14 @@ def train(data_source, zip_file, preset, epochs, minutes, name, progress=gr.Prog
         raise gr.Error(f"Training failed: {job.error}", duration=None)
     yield (_train_status(job), _loss_points(job),
            gr.update(choices=list(service.models()), value=job.name))
+
+
+# the ranges and defaults in train's docstring (the API page, MCP) are drumgen.finetune's
+train.__doc__ = train.__doc__.format(
+    **finetune_mod.TRAIN_RANGES, minutes=finetune_mod.FINETUNE_MINUTES,
+    finetune_lr=finetune_mod.FINETUNE_LR, all_lr=finetune_mod.FINETUNE_ALL_LR,
+    scratch_lr=finetune_mod.SCRATCH_LR,
+    batch=finetune_mod.FINETUNE_BATCH)
 
 
 def _progress(progress, job) -> None:
@@ -580,11 +616,13 @@ def _train_status(job) -> str:
     evals = [e for e in job.events if e["event"] == "eval"]
     start = next((e for e in job.events if e["event"] == "start"), None)
     end = next((e for e in job.events if e["event"] == "end"), None)
-    lines = [f"Model **{job.name}**"]
+    how = f"fine-tuning **{job.base}**" if job.base else "training from scratch"
+    lines = [f"Model **{job.name}**: {how}"]
     if start:
         lines.append(f"{start['train_examples']} training / {start['val_examples']} validation "
-                     f"examples, styles: {', '.join(start['styles'][-6:])}, "
-                     f"{start['parameters']:,} parameters on {start['device']}")
+                     f"examples, {start['parameters']:,} parameters on {start['device']}")
+        lines += finetune_mod.data_lines(start["data"])
+        lines += [f"**Note:** {w}" for w in finetune_mod.data_warnings(start["data"])]
     if steps:
         s = steps[-1]
         lines.append(f"step {s['step']}, loss {s['loss']:.3f}, {s['tokens_per_s']:.0f} tokens/s, "
@@ -592,9 +630,32 @@ def _train_status(job) -> str:
     if evals:
         lines.append(f"validation loss {evals[-1]['val_loss']:.4f}")
     if end:
-        lines.append(f"Finished ({end['reason']}). The model is now in the Generate tab's "
-                     "model list.")
+        lines += [f"**Note:** {w}" for w in finetune_mod.result_warnings(end)]
+        if job.done and not job.error:
+            lines.append(f"Finished ({end['reason']}): best validation loss "
+                         f"{end['best_val']:.4f}. **{job.name}** is now in the Generate tab's "
+                         f"model list; its card is `{job.name}/README.md`."
+                         + (f" Its old styles were fine-tuned too and may play differently: "
+                            f"for them, **{job.base}** is unchanged."
+                            if job.base and job.train_only == "all" else ""))
     return "  \n".join(lines)
+
+
+TRAIN_INTRO = f"""Teach drumgen your producer's style: upload a zip of style folders of MIDI
+(`dilla/beat1.mid`, ...; a folder's name becomes a style) and press **Start training**. The
+model chosen in the Generate tab is fine-tuned on it (new styles start at the average of the
+styles it knows), for {finetune_mod.FINETUNE_MINUTES:g} minutes by default. The new model
+appears in the Generate tab's model list under the name you give, with a card (`README.md`)
+in its folder. About {finetune_mod.ENOUGH_FILES} files and {finetune_mod.ENOUGH_BARS} bars
+make a style; with fewer, expect close copies of your files, and the status says so. One
+training at a time; generating keeps working meanwhile. Training from scratch is under
+*Advanced*."""
+
+
+def _base_note(model_name) -> str:
+    if not model_name:
+        return "Starts **from scratch** (a new model that knows only this data)."
+    return f"Fine-tunes **{model_name}** (the Generate tab's model) on this data."
 
 
 MAX_PLOT_POINTS = 400  # per curve: a long run is thinned, so the plot stays cheap to redraw
@@ -638,6 +699,17 @@ the model has not learned those producers. Fine-tune on your own MIDI (Train tab
 `python -m drumgen train --init-from models/drumgen-small --data my_folder`) to teach it one.
 
 {presets}
+
+**Your own style (Train tab).** Upload a zip of style folders of MIDI (`dilla/beat1.mid`,
+...): by default the model chosen in the Generate tab is **fine-tuned** on it, each folder
+becoming a new style next to the ones it knows, with settings measured to give a usable style
+in minutes on a 2-core CPU. Only the style embeddings are trained unless you ask for every
+weight, so the styles it knew play as before. The new model is listed under exactly the
+name you give (a taken name is refused unless you ask to replace it), and its folder holds a
+card (`README.md`: base model, files and bars per style, settings, steps, validation loss).
+The status says what small data is likely to give. Training from scratch, every weight, a
+learning rate and a batch size are under *Advanced*. The same job is the `/train` endpoint:
+`client.predict(zip_file=handle_file("dilla.zip"), name="my-dilla", api_name="/train")`.
 
 **Editing.** The grid is the draft. Click a cell to add or remove a hit (Shift-click: an
 accent, Alt-click: a soft hit). Press *keep* on the lanes you like and **Regenerate unlocked
@@ -847,34 +919,72 @@ def build() -> gr.Blocks:
         with gr.Tab("Train"):
             if not enabled:
                 gr.Markdown(f"**{why}**")
-            gr.Markdown("Train a model on the Groove MIDI Dataset or on your own MIDI: upload a "
-                        "zip of style folders (`dilla/beat1.mid`, ...). The new model appears in "
-                        "the Generate tab's model list. One training at a time; generating keeps "
-                        "working meanwhile.")
+            gr.Markdown(TRAIN_INTRO)
             with gr.Row():
                 with gr.Column():
-                    source = gr.Radio(["Uploaded zip", "Groove MIDI Dataset (on this server)"],
-                                      value="Uploaded zip", label="Data")
+                    source = gr.Radio(list(service.DATA_SOURCES), value=service.DATA_SOURCES[0],
+                                      label="Data")
                     upload = gr.File(label="Zip of labelled MIDI folders", file_types=[".zip"],
-                                     type="filepath")
-                    t_preset = gr.Radio(["debug", "small"], value="small", label="Model size")
+                                     type="filepath", elem_id="train-zip")
+                    name = gr.Textbox("my-model", label="Model name",
+                                      info="letters, digits, - and _; listed by this name")
+                    base_note = gr.Markdown(_base_note(model_names[0] if model_names else None))
+                    ranges = finetune_mod.TRAIN_RANGES
                     with gr.Row():
-                        epochs = gr.Number(value=0, label="Epochs (0 = no limit)", minimum=0)
-                        minutes = gr.Number(value=10, label="Time budget (minutes)", minimum=0)
-                    name = gr.Textbox("my-model", label="Model name")
+                        epochs = gr.Number(value=0, label="Epochs (0 = no limit)",
+                                           minimum=ranges["epochs"][0],
+                                           maximum=ranges["epochs"][1])
+                        t_budget = gr.Number(value=finetune_mod.FINETUNE_MINUTES,
+                                             label="Time budget (minutes, 0 = no limit)",
+                                             minimum=ranges["time_budget"][0],
+                                             maximum=ranges["time_budget"][1])
+                    overwrite = gr.Checkbox(False, label="Replace a model of the same name")
+                    with gr.Accordion("Advanced", open=False):
+                        from_scratch = gr.Checkbox(
+                            False, label="Train from scratch instead of fine-tuning",
+                            info="a new model knows only your data: it needs far more data "
+                                 "and time (the shipped model took hours on all of GMD)")
+                        t_preset = gr.Radio(list(finetune_mod.SCRATCH_PRESETS), value="small",
+                                            label="Model size (from scratch only)")
+                        train_only = gr.Radio(
+                            [("the style embeddings (the old styles stay as they were)",
+                              "style"), ("every weight", "all")],
+                            value=finetune_mod.FINETUNE_TRAIN, label="Fine-tune")
+                        # empty (which the page sends as 0) takes the mode's default, so
+                        # these two have no minimum here: TrainRequest checks the range
+                        with gr.Row():
+                            lr = gr.Number(None, label="Learning rate (0 = default)",
+                                           maximum=ranges["lr"][1],
+                                           info=f"{finetune_mod.FINETUNE_LR:g} style, "
+                                                f"{finetune_mod.FINETUNE_ALL_LR:g} every "
+                                                f"weight, {finetune_mod.SCRATCH_LR:g} from "
+                                                "scratch")
+                            batch_size = gr.Number(None, label="Batch size (0 = default)",
+                                                   precision=0,
+                                                   maximum=ranges["batch_size"][1],
+                                                   info=f"{finetune_mod.FINETUNE_BATCH} "
+                                                        "fine-tuning, "
+                                                        f"{finetune_mod.SCRATCH_BATCH} from "
+                                                        "scratch")
                     with gr.Row():
                         start = gr.Button("Start training", variant="primary",
                                           interactive=enabled)
                         stop = gr.Button("Stop", variant="stop")
                 with gr.Column():
-                    status = gr.Markdown()
+                    status = gr.Markdown(elem_id="train-status")
                     curve = gr.LinePlot(x="step", y="loss", color="curve",
                                         label="Loss (nats/token)", height=260)
-            name_errors(train, [source, upload, t_preset, epochs, minutes, name])
-            start.click(train, [source, upload, t_preset, epochs, minutes, name],
-                        [status, curve, model], api_name="train", concurrency_limit=1,
-                        show_progress="minimal")
+            # the base model is the Generate tab's `model` dropdown, the endpoint's init_from
+            train_inputs = [source, upload, name, from_scratch, t_preset, epochs, t_budget, lr,
+                            batch_size, overwrite, train_only]
+            name_errors(train, train_inputs)
+            start.click(train, [*train_inputs, model], [status, curve, model], api_name="train",
+                        concurrency_limit=1, show_progress="minimal")
             stop.click(stop_training, None, status, api_name="stop_training")
+            for changed in (model.change, from_scratch.change):
+                changed(lambda m, scratch: _base_note(None if scratch else m),
+                        [model, from_scratch], base_note, api_visibility="private",
+                        show_progress="hidden")
         with gr.Tab("About"):
             gr.Markdown(ABOUT.replace("{presets}", _preset_table())
                         .replace("{parameters}", markdown_table()))

@@ -113,7 +113,8 @@ def cmd_train(args) -> None:
                       batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                       patience=args.patience, seed=args.seed, precision=args.precision,
-                      style_balance=args.style_balance, task=args.task)
+                      style_balance=args.style_balance, task=args.task,
+                      train_only=args.train_only)
     bar = tqdm(unit="step", dynamic_ncols=True)
 
     def report(event: dict) -> None:
@@ -297,6 +298,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--style-balance", type=float, default=0.0,
                    help="0 = styles as often as in the data, 1 = all styles equally often")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
+    t.add_argument("--train-only", default="all", choices=["all", "style"],
+                   help="all: every weight; style: only the style embeddings (with "
+                        "--init-from: new styles learnt, the rest left as it was)")
     t.add_argument("--task", default="generate", choices=["generate", "groove"],
                    help="generate: grooves from scratch; groove: play a quantized pattern "
                         "(fine-tune a generate model into the head Groove uses)")

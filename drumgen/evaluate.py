@@ -17,6 +17,7 @@ import os
 import random
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -176,16 +177,9 @@ def generate_for(gen: Generator, real: RealData, per_style: int, bars: int, seed
     made: dict[str, list[Pattern]] = {}
     valid = total = 0
     for style in real.styles:
-        made[style] = []
-        tempos = [p.tempo for p in real.val[style]]
-        while len(made[style]) < per_style:
-            request = Request(style=style, bars=bars, tempo=float(np.clip(rng.choice(tempos),
-                              40, 300)), seed=rng.randrange(2**31),
-                              variations=min(8, per_style - len(made[style])), **sampling)
-            for groove in gen.generate(request):
-                total += 1
-                valid += not gen.tokenizer.check(groove.tokens, bars=bars)
-                made[style].append(groove.raw)
+        made[style], ok = _generate(gen, style, [p.tempo for p in real.val[style]], per_style,
+                                    bars, rng, **sampling)
+        valid, total = valid + ok, total + len(made[style])
     return made, valid, total
 
 
@@ -242,6 +236,69 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
             "val_examples": len(val_examples), "validity": valid / max(1, total),
             "generated": total, "rows": rows, "bars": bars, "seed": seed,
             "sampling": used}
+
+
+def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
+                          data_dir: str | os.PathLike, sources: list[Pattern],
+                          held_out: set[Path] = frozenset(), per_style: int = 64,
+                          bars: int = 4, seed: int = 0, also: tuple[str, ...] = ()) -> dict:
+    """How often the style classifier calls a new style's grooves its source style.
+
+    `style` is a style the model learned from user data (`dilla`) made of GMD files of style
+    `source` (`hiphop`); `sources` are those files' patterns. The classifier is trained on
+    GMD's real training grooves of every style, without the files in `held_out` (the GMD
+    files the user data was made of), so its accuracy on the `sources` grooves is a fair
+    mark: `acc_real`. `acc_gen` is its accuracy on grooves the model generates in `style`,
+    with its saved generation defaults. `also` names GMD styles the model knew before, whose
+    generated grooves are classified the same way (`also_acc`: did fine-tuning move them?)."""
+    gen = Generator.load(model_dir, device="cpu")
+    dataset = data_mod.load(data_dir)
+    held_out = {Path(p).resolve() for p in held_out}
+    pairs = data_mod.read_patterns([r for r in dataset.records if r.split == "train"
+                                    and r.path.resolve() not in held_out], [])
+    real = _grooves(pairs, bars)
+    styles = [s for s in sorted(real) if len(real[s]) >= MIN_VAL_GROOVES]
+    if source not in styles:
+        raise ValueError(f"{source}: fewer than {MIN_VAL_GROOVES} real training grooves are "
+                         "left to learn it from once the held-out files are taken out")
+    index = {s: i for i, s in enumerate(styles)}
+    x = np.stack([groove_vector(p) for s in styles for p in real[s]])
+    y = np.array([index[s] for s in styles for _ in real[s]])
+    clf = train_classifier(x, y, len(styles), seed)
+    mine = [w for p in sources for w in data_mod.windows(p, bars, bars) if w.bars == bars]
+    made, valid = _generate(gen, style, [p.tempo for p in mine], per_style, bars,
+                            random.Random(seed))
+    pred_real = predict(clf, np.stack([groove_vector(p) for p in mine]))
+    pred_gen = predict(clf, np.stack([groove_vector(p) for p in made]))
+    counts = np.bincount(pred_gen, minlength=len(styles))
+    also_acc = {}
+    for old in also:
+        grooves, _ = _generate(gen, old, [p.tempo for p in real[old]], per_style, bars,
+                               random.Random(seed))
+        also_acc[old] = float((predict(clf, np.stack([groove_vector(p) for p in grooves]))
+                               == index[old]).mean())
+    return {"style": style, "source": source, "real_grooves": len(mine),
+            "generated": len(made), "valid": valid / len(made),
+            "acc_real": float((pred_real == index[source]).mean()),
+            "acc_gen": float((pred_gen == index[source]).mean()),
+            "taken_for": {styles[k]: int(n) for k, n in enumerate(counts) if n},
+            "also_acc": also_acc}
+
+
+def _generate(gen: Generator, style: str, tempos: list[float], n: int, bars: int,
+              rng: random.Random, **sampling) -> tuple[list[Pattern], int]:
+    """`n` grooves of `style` at tempos drawn from `tempos` (as played, before any feel), and
+    how many were grammar-valid; `sampling` overrides the model's defaults."""
+    made, valid = [], 0
+    while len(made) < n:
+        request = Request(style=style, bars=bars,
+                          tempo=float(np.clip(rng.choice(tempos), 40, 300)),
+                          seed=rng.randrange(2**31), variations=min(8, n - len(made)),
+                          **sampling)
+        for groove in gen.generate(request):
+            valid += not gen.tokenizer.check(groove.tokens, bars=bars)
+            made.append(groove.raw)
+    return made, valid
 
 
 def oa_ratio(row: dict) -> float:

@@ -188,6 +188,14 @@ class Generator:
                 cls._loading.pop(key, None)
             return loaded
 
+    @classmethod
+    def forget(cls, folder: str | os.PathLike) -> None:
+        """Drop `folder`'s loaded models (a model replaced in place is loaded afresh)."""
+        folder = Path(folder).resolve()
+        with cls._cache_lock:
+            for key in [k for k in cls._cache if Path(k[0]) in (folder, folder / GROOVE_HEAD)]:
+                del cls._cache[key]
+
     @property
     def styles(self) -> list[str]:
         return self.bundle.styles

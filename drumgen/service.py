@@ -15,10 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import finetune
 from . import presets as presets_mod
-from .archive import safe_extract
+from .archive import ArchiveError, safe_extract
 from .constants import MIDI_LAYOUTS
-from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
+from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError, _check_number
 from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES
 from .render import Renderer, RenderError, UnknownKit, encode
@@ -82,7 +83,9 @@ def models() -> dict[str, Path]:
     for root in (MODELS_DIR, USER_MODELS):
         if root.is_dir():
             for folder in sorted(root.iterdir(), key=lambda p: -p.stat().st_mtime):
-                if all((folder / f).is_file() for f in FILES):
+                # dot-folders are models still training (Trainer stages them there)
+                if not folder.name.startswith(".") and all(
+                        (folder / f).is_file() for f in FILES):
                     found.setdefault(folder.name, folder)
     return found
 
@@ -305,20 +308,111 @@ def training_enabled() -> tuple[bool, str]:
     return True, ""
 
 
+#: A model name: what the Generate tab lists and the folder under USER_MODELS (no paths).
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")
+GMD_SOURCE = "Groove MIDI Dataset (on this server)"
+DATA_SOURCES = ("Uploaded zip", GMD_SOURCE)
+
+
+@dataclass
+class TrainRequest:
+    """One training job, as the Train tab and /train ask for it (the same names). By default
+    it fine-tunes `init_from` (the Generate tab's model) for the CPU defaults of
+    `drumgen.finetune`; `from_scratch` trains a new `preset` model instead. None and 0 take
+    the defaults ("no limit" for epochs and time_budget)."""
+
+    name: str
+    zip_file: str | os.PathLike | None = None
+    data_source: str = DATA_SOURCES[0]
+    init_from: str | None = None  # a model name; None: the shipped model
+    from_scratch: bool = False
+    preset: str = "small"  # the size of a model trained from scratch
+    epochs: float | None = None
+    time_budget: float | None = finetune.FINETUNE_MINUTES  # minutes
+    lr: float | None = None
+    batch_size: int | None = None
+    overwrite: bool = False  # replace a model of the same name (else refused)
+    train_only: str = finetune.FINETUNE_TRAIN  # fine-tuning: "style" embeddings, or "all"
+
+    def validate(self) -> None:
+        """Raise `RequestError` naming the first bad parameter."""
+        if not isinstance(self.name, str) or not MODEL_NAME.fullmatch(self.name):
+            raise RequestError(f"name: use 1 to 40 letters, digits, - or _, starting with a "
+                               f"letter or digit; got {self.name!r}")
+        if self.data_source not in DATA_SOURCES:
+            raise RequestError(f"data_source must be one of {', '.join(DATA_SOURCES)}; got "
+                               f"{self.data_source!r}")
+        for flag in ("from_scratch", "overwrite"):
+            if not isinstance(getattr(self, flag), bool):
+                raise RequestError(f"{flag} must be true or false; got "
+                                   f"{getattr(self, flag)!r}")
+        if self.train_only not in finetune.TRAIN_ONLY:
+            raise RequestError(f"train_only must be {' or '.join(finetune.TRAIN_ONLY)}; got "
+                               f"{self.train_only!r}")
+        if self.from_scratch and self.preset not in finetune.SCRATCH_PRESETS:
+            raise RequestError(f"preset must be {' or '.join(finetune.SCRATCH_PRESETS)} here; "
+                               f"got {self.preset!r}")
+        for key, (lo, hi) in finetune.TRAIN_RANGES.items():
+            value = getattr(self, key)
+            if value is not None:
+                _check_number(key, value, lo, hi, integer=key == "batch_size")
+        if not self.epochs and not self.time_budget:
+            raise RequestError("epochs, time_budget: give a number of epochs or a time budget "
+                               "in minutes (0 = no limit, but not both)")
+
+    def config(self):
+        return finetune.config(self.from_scratch, self.time_budget or None,
+                               self.epochs or None, self.lr or None, self.batch_size or None,
+                               self.preset, self.train_only)
+
+
 @dataclass
 class Job:
     name: str
     out: Path
+    base: str | None = None  # the model fine-tuned, None from scratch
     events: list[dict] = field(default_factory=list)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     error: str = ""
     done: bool = False
     workdir: Path | None = None
+    card: Path | None = None
+    train_only: str = "all"
+
+
+def _target(name: str, overwrite: bool) -> Path:
+    """Where a new model called `name` goes; refuses a shipped model's name, and a name in
+    use unless `overwrite`."""
+    if (MODELS_DIR / name).exists():
+        raise RequestError(f"name: {name!r} is a shipped model's name; choose another")
+    target = USER_MODELS / name
+    if target.exists() and not overwrite:
+        raise RequestError(f"name: a model called {name!r} already exists; choose another "
+                           "name, or set overwrite to replace it")
+    return target
+
+
+def _publish(staged: Path, target: Path, overwrite: bool) -> None:
+    """Move a finished model from its staging folder to its name, replacing the old model
+    only when `overwrite`; a reader sees the old folder or the new one, never half of one."""
+    shutil.rmtree(staged / "checkpoints", ignore_errors=True)  # the tab offers no resume
+    old = None
+    if target.exists():
+        if not overwrite:
+            raise RequestError(f"name: a model called {target.name!r} appeared during "
+                               f"training; this one is kept in {staged}")
+        old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(target, old)
+    os.replace(staged, target)
+    Generator.forget(target)
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class Trainer:
-    """Runs `drumgen.train.train` in a background thread; only one job at a time."""
+    """Runs `drumgen.train.train` in a background thread; only one job at a time. A model
+    trains in a hidden staging folder and takes its name only when it is finished."""
 
     def __init__(self):
         self._lock = threading.Lock()
@@ -328,65 +422,86 @@ class Trainer:
     def busy(self) -> bool:
         return self.job is not None and not self.job.done
 
-    def start(self, data_dir: Path | None, zip_path: str | os.PathLike | None, preset: str,
-              epochs: float | None, minutes: float | None, name: str) -> Job:
-        from .train import TrainConfig, train
+    def start(self, request: TrainRequest, data_dir: Path | None = None) -> Job:
+        """Check `request` and start it; `data_dir` (a folder on this server) is the data
+        when no zip is given."""
         enabled, why = training_enabled()
         if not enabled:
             raise RequestError(why)
-        if preset not in ("debug", "small"):
-            raise RequestError(f"preset must be debug or small here; got {preset!r}")
-        if epochs is not None and not 0 < epochs <= 100:
-            raise RequestError(f"epochs must be from 0 to 100; got {epochs}")
-        if minutes is not None and not 0 < minutes <= 24 * 60:
-            raise RequestError(f"time budget must be from 0 to 1440 minutes; got {minutes}")
-        if epochs is None and minutes is None:
-            raise RequestError("give a number of epochs or a time budget")
-        safe = re.sub(r"[^a-zA-Z0-9_-]+", "-", name or "").strip("-")[:40] or "my-model"
+        request.validate()
+        base = None if request.from_scratch else _base(request.init_from)
+        cfg = request.config()
         with self._lock:
             if self.busy:
                 raise RequestError("a training run is already going; stop it or wait")
-            workdir = None
-            if zip_path:
-                size = Path(zip_path).stat().st_size
-                if size > MAX_UPLOAD_BYTES:
-                    raise RequestError(f"the zip is {size:,} bytes; the limit is "
-                                       f"{MAX_UPLOAD_BYTES:,}")
-                workdir = TEMP.new(job=True)
-                try:
-                    data_dir = safe_extract(zip_path, workdir / "data")
-                except BaseException:
-                    shutil.rmtree(workdir, ignore_errors=True)
-                    raise
-            if data_dir is None:
-                raise RequestError("no data: upload a zip of style folders of MIDI files")
-            out = USER_MODELS / f"{safe}-{time.strftime('%Y%m%d-%H%M%S')}"
-            job = Job(out.name, out, workdir=workdir)
-            cfg = TrainConfig(preset=preset, epochs=epochs, time_budget=minutes,
-                              batch_size=8 if preset == "debug" else 16,
-                              checkpoint_every=200)
-
-            def run() -> None:
-                try:
-                    train(cfg, data_dir, out, callback=job.events.append,
-                          should_stop=job.stop.is_set)
-                except Exception as exc:  # reported to the page; the app stays up
-                    job.error = f"{type(exc).__name__}: {exc}"
-                finally:
-                    job.done = True
-                    if workdir:
-                        shutil.rmtree(workdir, ignore_errors=True)
-
-            job.thread = threading.Thread(target=run, daemon=True, name="drumgen-train")
+            target = _target(request.name, request.overwrite)
+            workdir = TEMP.new(job=True)
+            try:
+                data_dir = _unpack(request.zip_file, workdir) or data_dir
+                if data_dir is None:
+                    raise RequestError("zip_file: no data: upload a zip of style folders of "
+                                       "MIDI files")
+            except BaseException:
+                shutil.rmtree(workdir, ignore_errors=True)
+                raise
+            USER_MODELS.mkdir(parents=True, exist_ok=True)
+            staged = USER_MODELS / f".{request.name}.training-{uuid.uuid4().hex[:8]}"
+            job = Job(request.name, target, base and base.name, workdir=workdir,
+                      train_only=cfg.train_only)
+            job.thread = threading.Thread(
+                target=self._run, args=(job, cfg, data_dir, staged, base, request.overwrite),
+                daemon=True, name="drumgen-train")
             self.job = job
             job.thread.start()
             return job
+
+    @staticmethod
+    def _run(job: Job, cfg, data_dir: Path, staged: Path, base: Path | None,
+             overwrite: bool) -> None:
+        from .train import train
+        try:
+            summary = train(cfg, data_dir, staged, init_from=base,
+                            callback=job.events.append, should_stop=job.stop.is_set)
+            job.card = finetune.write_card(staged, job.name, job.base, cfg, summary)
+            _publish(staged, job.out, overwrite)
+            job.card = job.out / job.card.name
+        except Exception as exc:  # reported to the page; the app stays up
+            job.error = str(exc) if isinstance(exc, RequestError) else \
+                f"{type(exc).__name__}: {exc}"
+        finally:
+            shutil.rmtree(staged, ignore_errors=True)
+            if job.workdir:
+                shutil.rmtree(job.workdir, ignore_errors=True)
+            job.done = True
 
     def stop(self) -> bool:
         if self.busy:
             self.job.stop.set()
             return True
         return False
+
+
+def _base(name: str | None) -> Path:
+    try:
+        return model_path(name)
+    except RequestError as exc:
+        raise RequestError(f"init_from: {str(exc).removeprefix('model: ')}") from None
+
+
+def _unpack(zip_file: str | os.PathLike | None, workdir: Path) -> Path | None:
+    if not zip_file:
+        return None
+    path = Path(zip_file)
+    if not path.is_file():
+        raise RequestError(f"zip_file: no such file {path.name!r}")
+    size = path.stat().st_size
+    if size > MAX_UPLOAD_BYTES:
+        raise RequestError(f"zip_file: the zip is {size:,} bytes; the limit is "
+                           f"{MAX_UPLOAD_BYTES:,}")
+    try:
+        return safe_extract(path, workdir / "data")
+    except ArchiveError as exc:
+        raise RequestError(f"zip_file: {exc}") from None
 
 
 TRAINER = Trainer()

@@ -16,6 +16,7 @@ import os
 import random
 import shutil
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -61,6 +62,9 @@ class TrainConfig:
     #: "generate" (grooves from scratch) or "groove" (play a quantized pattern: see
     #: `data.groove_examples`; fine-tune from a generate model with `init_from`)
     task: str = "generate"
+    #: "all" trains every weight; "style" only the style embeddings (fine-tuning a model:
+    #: a new style is learnt as a point among the old ones, and the rest stays as it was)
+    train_only: str = "all"
 
 
 Callback = Callable[[dict], None]
@@ -181,7 +185,25 @@ def prepare_data(data_dir: str | os.PathLike, tok: Tokenizer, styles: list[str] 
                                             cfg.window_stride)
     val = make(val_pairs)
     random.Random(cfg.seed).shuffle(val)
-    return make(train_pairs), val[: cfg.max_val_examples], styles, skipped
+    train_ex, val_ex = make(train_pairs), val[: cfg.max_val_examples]
+    report = data_report(train_pairs, val_pairs, train_ex, val_ex, styles)
+    report["validation_is_training"] = not any(r.split == "validation" for r, _ in pairs)
+    return train_ex, val_ex, styles, skipped, report
+
+
+def data_report(train_pairs, val_pairs, train_ex, val_ex, styles: list[str]) -> dict:
+    """Per style in the data: files and bars of each split, and examples of each."""
+    per_style: dict[str, dict] = {}
+    for split, pairs, made in (("train", train_pairs, train_ex), ("val", val_pairs, val_ex)):
+        for record, pattern in pairs:
+            row = per_style.setdefault(record.style, dict.fromkeys(
+                ("train_files", "train_bars", "train_examples", "val_files", "val_bars",
+                 "val_examples"), 0))
+            row[f"{split}_files"] += 1
+            row[f"{split}_bars"] += pattern.bars
+        for example in made:
+            per_style[styles[example.style]][f"{split}_examples"] += 1
+    return {"styles": per_style}
 
 
 def fit_velocity_table(model_dir: str | os.PathLike, data_dir: str | os.PathLike) -> dict:
@@ -271,14 +293,18 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     source = ckpt or init_from
     if cfg.task not in ("generate", "groove"):
         raise ValueError(f"task must be generate or groove, got {cfg.task!r}")
+    if cfg.train_only not in ("all", "style"):
+        raise ValueError(f"train_only must be all or style, got {cfg.train_only!r}")
+    if cfg.train_only == "style" and (not source or cfg.task != "generate"):
+        raise ValueError("train_only=style fine-tunes a generate model: give init_from")
     base = model_mod.load(source) if source else None
     tok = base.tokenizer if base else Tokenizer()
     if cfg.task == "groove":
         tok = tok.extended(data_mod.GROOVE_TOKENS)
     base_styles = base.styles if base else list(GMD_STYLES)
     # a fine-tuned model keeps the velocity table its hit tokens were learned with
-    train_ex, val_ex, styles, skipped = prepare_data(data_dir, tok, base_styles, cfg, emit,
-                                                     fit_velocities=base is None)
+    train_ex, val_ex, styles, skipped, report = prepare_data(
+        data_dir, tok, base_styles, cfg, emit, fit_velocities=base is None)
     if not train_ex:
         raise ValueError("no training examples: every file was skipped or empty")
     if base:
@@ -296,8 +322,13 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     accelerator = Accelerator(mixed_precision=_precision(cfg.precision),
                               gradient_accumulation_steps=cfg.grad_accum,
                               cpu=not torch.cuda.is_available())
-    decay = [p for n, p in model.named_parameters() if p.dim() >= 2]
-    no_decay = [p for n, p in model.named_parameters() if p.dim() < 2]
+    if cfg.train_only == "style":
+        for name, param in model.named_parameters():
+            param.requires_grad = name.startswith("style_emb.")
+    trained = [p for p in model.parameters() if p.requires_grad]
+    # no decay on style rows alone: the old styles' rows get no gradient and must not shrink
+    decay = [p for p in trained if p.dim() >= 2 and cfg.train_only == "all"]
+    no_decay = [p for p in trained if p.dim() < 2 or cfg.train_only != "all"]
     optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
                                    {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
     state = {"step": 0, "epoch": 0, "batch_in_epoch": 0, "best_val": math.inf, "history": [],
@@ -320,10 +351,12 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     atomic_write_bytes(out / "train_config.json", json.dumps(asdict(cfg), indent=1).encode())
     emit({"event": "start", "train_examples": len(train_ex), "val_examples": len(val_ex),
           "styles": styles, "steps_per_epoch": steps_per_epoch, "skipped": len(skipped),
-          "parameters": model_mod.count_parameters(model), "device": str(accelerator.device)})
+          "parameters": model_mod.count_parameters(model), "device": str(accelerator.device),
+          "data": report})
     bundle = lambda: Bundle(accelerator.unwrap_model(model), tok, styles, defaults)  # noqa: E731
     started, tokens_seen, batches_seen = time.time() - state["seconds"], 0, 0
     stop_reason = "done"
+    recent: deque[float] = deque(maxlen=20)  # the last steps' losses, for the summary
     run_started = time.time()
     budget_s = cfg.time_budget * 60 if cfg.time_budget else None
     max_len = accelerator.unwrap_model(model).config.n_positions
@@ -362,6 +395,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
                 optimizer.zero_grad()
             state["batch_in_epoch"] += 1
             batches_seen += 1
+            recent.append(loss.item())
             tokens_seen += int(batch["attention_mask"].sum())
             if not accelerator.sync_gradients:
                 continue
@@ -416,6 +450,8 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
     summary = {"event": "end", "reason": stop_reason, "step": state["step"],
                "epoch": state["epoch"], "best_val": state["best_val"],
                "seconds": state["seconds"], "styles": styles, "skipped": skipped,
+               "history": state["history"], "data": report, "steps_per_epoch": steps_per_epoch,
+               "train_loss": sum(recent) / len(recent) if recent else math.nan,
                "tokens_per_s": tokens_seen / max(time.time() - run_started, 1e-9),
                "process": accelerator.process_index, "processes": accelerator.num_processes,
                "batches": batches_seen}

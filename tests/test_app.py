@@ -1,16 +1,18 @@
 """End to end: `app.py` runs as a real subprocess and is driven through its API with
 gradio_client, as a user's script would (README). No mocks: the shipped model generates, FluidSynth
-renders, the Train tab trains a debug model on real GMD files."""
+renders, the Train tab fine-tunes the shipped model (and trains a debug model from scratch) on
+real GMD files."""
 
 from __future__ import annotations
 
 import csv
+import json
 import re
 import stat
 import tempfile
 import time
 import zipfile
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import apputil
@@ -251,10 +253,39 @@ def wait_for_output(job, timeout: float = 60):
     raise AssertionError("no status from /train")
 
 
-def test_train_on_an_uploaded_zip_then_generate_with_it(app, client, gmd, tmp_path):
-    data = training_zip(tmp_path / "mine.zip", gmd_files(gmd, 8))
-    job = client.submit("Uploaded zip", handle_file(str(data)), "debug", 1, None, "ci-debug",
-                        api_name="/train")
+def train_job(client, data: Path | None, name: str, **settings):
+    """A /train job on `data` (a zip), with the endpoint's parameter names."""
+    return client.submit(data_source="Uploaded zip", zip_file=data and handle_file(str(data)),
+                         name=name, **settings, api_name="/train")
+
+
+def test_train_endpoint_takes_the_train_requests_names_and_fine_tunes_by_default(client):
+    """/train's parameters are `service.TrainRequest`'s fields; left out, a job fine-tunes
+    the Generate tab's model (the shipped one) for the CPU default budget."""
+    from drumgen.finetune import FINETUNE_MINUTES
+    from drumgen.service import TrainRequest
+    params = {p["parameter_name"]: p for p in
+              client.view_api(print_info=False, return_format="dict")["named_endpoints"][
+                  "/train"]["parameters"]}
+    assert set(params) == {f.name for f in fields(TrainRequest)}
+    defaults = {name: p["parameter_default"] for name, p in params.items()
+                if p["parameter_has_default"]}
+    assert defaults["from_scratch"] is False and defaults["init_from"] == "drumgen-small"
+    assert defaults["time_budget"] == FINETUNE_MINUTES and defaults["overwrite"] is False
+    assert defaults["lr"] is None and defaults["batch_size"] is None  # the mode's default
+    assert defaults["train_only"] == "style"
+
+
+def test_fine_tune_a_new_style_from_a_zip_then_generate_with_it(app, client, gmd, tmp_path):
+    """The Train tab's default: the shipped model fine-tuned on real GMD files under two new
+    style names (hip-hop as `dilla`, soul as `questo`, as in the issue), for a short budget;
+    the model takes the given name, has a card, and generates valid grooves in both."""
+    data = training_zip(tmp_path / "mine.zip", gmd_files(gmd, 6, "hiphop"), "dilla")
+    with zipfile.ZipFile(data, "a") as z:  # a second producer: GMD soul as `questo`
+        for i, f in enumerate(gmd_files(gmd, 6, "soul")):
+            z.write(f, f"questo/{i}_{f.name}")
+    # lr and batch_size as the page sends its empty boxes: 0, the defaults
+    job = train_job(client, data, "ci-dilla", time_budget=0.3, lr=0, batch_size=0)
     wait_for_output(job)
     assert not job.done(), "training ended before generating could overlap it"
     # generating keeps working while the model trains
@@ -262,22 +293,62 @@ def test_train_on_an_uploaded_zip_then_generate_with_it(app, client, gmd, tmp_pa
     assert_drum_midi(midi, bars=4)
 
     status, curve, models = job.result(timeout=300)
-    assert "Finished" in status, status
+    assert "fine-tuning **drumgen-small**" in status and "Finished" in status, status
+    # the data, and what it is likely to give, in the status
+    for style in ("dilla", "questo"):
+        assert re.search(rf"`{style}`: \d+ files, \d+ bars, \d+ examples to train on",
+                         status), status
+    assert "A style takes about 10 files" in status, status
     assert curve["columns"] == ["step", "loss", "curve"]  # a gr.LinePlot's data
-    kinds = {row[2] for row in curve["data"]}
-    assert kinds == {"train", "validation"} and len(curve["data"]) <= 400 + 10
-    name = models["value"]
-    assert name.startswith("ci-debug-")
-    assert name in [c[0] for c in models["choices"]]
-    folder = app.user_models / name
-    assert (folder / "model.safetensors").is_file() and (folder / "styles.json").is_file()
-    assert "mystyle" in (folder / "styles.json").read_text()
+    assert {row[2] for row in curve["data"]} == {"train", "validation"}
+    assert models["value"] == "ci-dilla"  # exactly the name given, no suffix
+    assert "ci-dilla" in [c[0] for c in models["choices"]]
+    folder = app.user_models / "ci-dilla"
+    tuned = json.loads((folder / "styles.json").read_text())
+    shipped = json.loads((apputil.ROOT / "models/drumgen-small/styles.json").read_text())
+    assert tuned == shipped + ["dilla", "questo"]  # the shipped styles, then the new ones
+    card = (folder / "README.md").read_text()
+    for words in ("# ci-dilla", "fine-tuned from `drumgen-small`", "| dilla |", "| questo |",
+                  "only the style embeddings were trained",
+                  "learning rate 0.003, batch 16, time budget 0.3 min", "validation loss"):
+        assert words in card, (words, card)
+    assert not (folder / "checkpoints").exists()
+    assert not [p for p in app.user_models.iterdir() if p.name.startswith(".")], \
+        "a staging folder was left"
 
-    _, _, midi, _, _, info, _ = generate(client, model=name, style="mystyle", seed=5)
-    assert "mystyle" in info
-    assert_drum_midi(midi, bars=4)
-    # the workdir with the unpacked zip is removed once training ends
+    for style, seed in (("dilla", 5), ("dilla", 6), ("questo", 5)):
+        _, _, midi, _, _, info, _ = generate(client, model="ci-dilla", style=style,
+                                             seed=seed)
+        assert f"style `{style}`" in info
+        assert_drum_midi(midi, bars=4)
+    # the unpacked zip is removed once training ends
     assert not list(app.temp.glob("drumgen-*/*/data")), "the unpacked training data was left"
+
+
+def test_train_from_scratch_then_a_taken_name_is_refused_or_overwritten(app, client, gmd,
+                                                                         tmp_path):
+    data = training_zip(tmp_path / "mine.zip", gmd_files(gmd, 3))
+    scratch = dict(from_scratch=True, preset="debug", epochs=1, time_budget=0)
+    status, _, models = train_job(client, data, "ci-twice", **scratch).result(timeout=300)
+    assert "training from scratch" in status and models["value"] == "ci-twice", status
+    folder = app.user_models / "ci-twice"
+    card = (folder / "README.md").read_text()
+    assert "trained from scratch (preset `debug`)" in card and "learning rate 0.001" in card
+    first = (folder / "model.safetensors").stat().st_ino
+    before = Path(generate(client, model="ci-twice", style="funk", seed=1)[2]).read_bytes()
+    with pytest.raises(AppError) as error:
+        train_job(client, data, "ci-twice", **scratch).result(timeout=CALL_TIMEOUT_S)
+    assert "name: a model called 'ci-twice' already exists" in str(error.value)
+    assert (folder / "model.safetensors").stat().st_ino == first  # untouched
+    status, _, models = train_job(client, data, "ci-twice", **{**scratch, "epochs": 3},
+                                  overwrite=True).result(timeout=300)
+    assert "Finished" in status and models["value"] == "ci-twice"
+    assert (folder / "model.safetensors").stat().st_ino != first  # replaced, as asked
+    assert [c[0] for c in models["choices"]].count("ci-twice") == 1
+    _, _, midi, _, _, _, _ = generate(client, model="ci-twice", style="funk", seed=1)
+    assert_drum_midi(midi, bars=4)
+    # the same request now plays the new weights: the old model was not kept loaded
+    assert Path(midi).read_bytes() != before
 
 
 def evil_zip(path: Path, sample: Path, kind: str) -> Path:
@@ -299,8 +370,7 @@ def test_a_hostile_zip_is_refused_and_writes_nothing_outside(app, client, gmd, t
     data = evil_zip(tmp_path / "evil.zip", sample, kind)
     work = list(app.temp.glob("drumgen-*/*"))
     with pytest.raises(AppError) as error:
-        client.submit("Uploaded zip", handle_file(str(data)), "debug", 1, None, "evil",
-                      api_name="/train").result(timeout=CALL_TIMEOUT_S)
+        train_job(client, data, "evil").result(timeout=CALL_TIMEOUT_S)
     message = str(error.value)
     assert "zip_file" in message and why in message, message
     places = [tmp_path, tmp_path.parent, app.home, app.temp, app.home.parent, apputil.ROOT,
@@ -309,26 +379,38 @@ def test_a_hostile_zip_is_refused_and_writes_nothing_outside(app, client, gmd, t
         assert not (place / "evil.mid").exists(), place
     assert not list(app.home.rglob("evil.mid")), "an entry of a refused zip was unpacked"
     assert list(app.temp.glob("drumgen-*/*")) == work, "a refused zip left a work folder"
-    assert not any(p.name.startswith("evil-") for p in app.user_models.iterdir())
+    assert not any(p.name.startswith(("evil", ".evil")) for p in app.user_models.iterdir())
 
 
-def test_train_refuses_bad_settings(client, gmd, tmp_path):
+def test_train_refuses_bad_settings(app, client, gmd, tmp_path):
     data = training_zip(tmp_path / "mine.zip", gmd_files(gmd, 2))
-    cases = [(("Uploaded zip", None, "debug", 1, None, "x"), "zip"),
-             (("Uploaded zip", handle_file(str(data)), "huge", 1, None, "x"), "preset"),
-             (("Uploaded zip", handle_file(str(data)), "debug", -1, None, "x"), "epochs"),
-             (("Uploaded zip", handle_file(str(data)), "debug", None, None, "x"), "epochs")]
-    for args, word in cases:
+    cases = [((None, "x"), {}, "zip_file: no data"),
+             ((data, "x"), dict(from_scratch=True, preset="huge"), "preset: Value: 'huge'"),
+             ((data, "x"), dict(epochs=-1), "epochs: Value -1"),
+             ((data, "x"), dict(epochs=0, time_budget=0), "epochs, time_budget: give"),
+             ((data, "x"), dict(lr=0.5), "lr: Value 0.5 is greater than maximum"),
+             ((data, "x"), dict(lr=-1e-4), "lr must be from 1e-06 to 0.01"),
+             ((data, "x"), dict(batch_size=-2), "batch_size must be from 1 to 256"),
+             ((data, "x"), dict(batch_size=300), "batch_size: Value 300"),
+             ((data, "x"), dict(init_from="no-such-model"), "init_from: unknown model"),
+             ((data, "../evil"), {}, "name: use 1 to 40 letters"),
+             ((data, "a/b"), {}, "name: use 1 to 40"),
+             ((data, ""), {}, "name: use 1 to 40"),
+             ((data, "x" * 41), {}, "name: use 1 to 40"),
+             ((data, ".hidden"), {}, "name: use 1 to 40"),
+             ((data, "drumgen-small"), {}, "name: 'drumgen-small' is a shipped model's name")]
+    for (zip_path, name), settings, words in cases:
         with pytest.raises(AppError) as error:
-            client.submit(*args, api_name="/train").result(timeout=CALL_TIMEOUT_S)
-        assert word in str(error.value), (args, str(error.value))
+            train_job(client, zip_path, name, **settings).result(timeout=CALL_TIMEOUT_S)
+        assert words in str(error.value), (name, settings, str(error.value))
+    assert not (apputil.ROOT.parent / "evil").exists() and not (app.home / "evil").exists()
+    assert not list(app.user_models.glob("*evil*")) and not list(app.user_models.glob("x*"))
 
 
 def test_stop_training(client, gmd, tmp_path):
     assert client.predict(api_name="/stop_training") == "Nothing to stop."
     data = training_zip(tmp_path / "long.zip", gmd_files(gmd, 8))
-    job = client.submit("Uploaded zip", handle_file(str(data)), "debug", None, 30, "ci-stop",
-                        api_name="/train")
+    job = train_job(client, data, "ci-stop", time_budget=30)
     deadline = time.monotonic() + 60
     while not any("step" in out[0] for out in job.outputs()):  # wait for the first step
         assert not job.done() and time.monotonic() < deadline, job.outputs()

@@ -109,3 +109,31 @@ def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
             assert values() == {k: v[1] for k, v in sliders.items()}
     finally:
         shutil.rmtree(folder)
+
+
+def test_fine_tune_from_the_train_tab_in_the_browser(app, gmd, tmp_path):
+    """The page's own Start button, with its empty learning-rate and batch boxes: the shipped
+    model is fine-tuned on a zip of GMD hip-hop labelled `dilla`, under the name typed."""
+    import zipfile
+
+    from test_app import gmd_files
+    data = tmp_path / "dilla.zip"
+    with zipfile.ZipFile(data, "w") as z:
+        for i, f in enumerate(gmd_files(gmd, 4, "hiphop")):
+            z.write(f, f"dilla/{i}_{f.name}")
+    with apputil.browser_page(app.url) as page:
+        page.get_by_role("tab", name="Train").click()
+        page.locator("#train-zip input[type=file]").set_input_files(str(data))
+        page.get_by_label("Model name").fill("ci-page")
+        page.get_by_label("Time budget (minutes, 0 = no limit)").fill("0.2")
+        page.get_by_text("Fine-tunes drumgen-small").wait_for(state="visible")
+        page.get_by_role("button", name="Start training").click()
+        status = page.locator("#train-status")
+        status.get_by_text("Finished").wait_for(state="visible", timeout=180_000)
+        text = status.inner_text()
+    assert "fine-tuning drumgen-small" in text, text
+    assert "dilla: " in text and "examples to train on" in text, text
+    card = (app.user_models / "ci-page" / "README.md").read_text()
+    assert "fine-tuned from `drumgen-small`" in card
+    assert "learning rate 0.003, batch 16, time budget 0.2 min" in card  # the page's defaults
+    assert "only the style embeddings were trained" in card

@@ -121,3 +121,26 @@ def test_the_model_card_states_the_saved_generation_defaults(shipped):
     assert float(row[1]) == saved["temperature"] and float(row[2]) == saved["top_p"]
     assert (int(row[4]) if row[4] else 0) == saved["top_k"]
     assert float(row[5]) == saved["style_strength"]
+
+
+def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
+    """A new style made of GMD funk files is judged by a classifier that never saw them: its
+    accuracy on their real grooves is the ceiling for the generated ones. With every funk
+    beat held out there is no funk left to learn, and it says so."""
+    from drumgen import data as data_mod
+    from drumgen.evaluate import source_style_accuracy
+    beats = [r for r in data_mod.load(small_gmd).records
+             if r.style == "funk" and r.split == "train" and not r.fill]
+    mine = beats[::2]
+    patterns = [p for _, p in data_mod.read_patterns(mine)]
+    result = source_style_accuracy(shipped, "funk", "funk", small_gmd, patterns,
+                                   {r.path for r in mine}, per_style=8, also=("rock",))
+    assert set(result["also_acc"]) == {"rock"} and result["also_acc"]["rock"] * 8 % 1 == 0
+    assert result["real_grooves"] == sum(w.bars == 4 for p in patterns
+                                         for w in data_mod.windows(p, 4, 4))
+    assert result["generated"] == 8 and result["valid"] == 1.0
+    assert sum(result["taken_for"].values()) == 8
+    assert result["acc_gen"] == result["taken_for"].get("funk", 0) / 8
+    with pytest.raises(ValueError, match="funk: fewer than 4 real training grooves"):
+        source_style_accuracy(shipped, "funk", "funk", small_gmd, patterns,
+                              {r.path for r in beats}, per_style=8)

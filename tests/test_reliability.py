@@ -112,5 +112,6 @@ def test_training_is_off_on_public_deployments_unless_enabled(monkeypatch, tmp_p
     assert on is enabled
     if not enabled:  # the trainer itself refuses, with the reason, before touching any data
         with pytest.raises(RequestError, match="Training is (off|disabled)"):
-            service.Trainer().start(tmp_path, None, "debug", 1, None, "x")
+            service.Trainer().start(service.TrainRequest(name="x", from_scratch=True,
+                                                         preset="debug", epochs=1), tmp_path)
         assert not list(tmp_path.iterdir())
