@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from .pattern import atomic_write_bytes
+from .schema import PARAMS
 from .train import TrainConfig
 
 #: Fine-tuning the model selected in the Generate tab (the Train tab's and /train's default),
@@ -35,8 +36,8 @@ SCRATCH_PRESETS = ("debug", "small")
 #: What the Train tab and /train accept: name -> (lowest, highest). An epoch count or a
 #: budget of 0 means "no limit" (one of them must be set).
 TRAIN_RANGES: dict[str, tuple[float, float]] = {
-    "epochs": (0, 100), "time_budget": (0, 24 * 60), "lr": (1e-6, 1e-2),
-    "batch_size": (1, 256)}
+    key: (PARAMS[key].lo, PARAMS[key].hi) for key in ("epochs", "time_budget", "lr",
+                                                      "batch_size")}  # drumgen.schema's
 
 #: Small-data guidance per style, in training files and bars (bench/finetune.py, README).
 #: The smallest zip measured to give a usable style held 10 training files, 310 bars. One file

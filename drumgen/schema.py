@@ -31,7 +31,8 @@ class Param:
 
     @property
     def range(self) -> str:
-        return f"{self._fmt(self.lo)}-{self._fmt(self.hi)}"
+        lo, hi = self._fmt(self.lo), self._fmt(self.hi)
+        return f"{lo} to {hi}" if "e-" in lo + hi else f"{lo}-{hi}"
 
     def check(self, value) -> None:
         """Raise `RequestError` naming the parameter unless `value` is in range."""
@@ -62,6 +63,10 @@ PARAMS: dict[str, Param] = {p.name: p for p in (
     Param("density", 1, 64, help="hits per bar, or " + ", ".join(("auto", *DENSITY_NAMES))),
     Param("strength", 0, 1, step=0.05, help="Groove: 0 = your pattern, 1 = the model's playing"),
     Param("track", 1, 10_000, True, help="Drumify: the MIDI track to follow (1-based)"),
+    Param("epochs", 0, 100, help="Train: epochs, 0 = no limit (give epochs or time_budget)"),
+    Param("time_budget", 0, 24 * 60, help="Train: minutes, 0 = no limit"),
+    Param("lr", 1e-6, 1e-2, help="Train: peak learning rate; empty or 0 = the mode's default"),
+    Param("batch_size", 1, 256, True, help="Train: examples a step; empty or 0 = the default"),
 )} | {"edit_bars": Param("bars", 1, MAX_EDIT_BARS, True, help="edits: the longest input "
                          "groove, and the length of a typed rhythm")}
 

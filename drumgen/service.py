@@ -15,11 +15,11 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import finetune
+from . import finetune, schema
 from . import presets as presets_mod
 from .archive import ArchiveError, safe_extract
 from .constants import MIDI_LAYOUTS
-from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError, _check_number
+from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES
 from .render import Renderer, RenderError, UnknownKit, encode
@@ -352,10 +352,9 @@ class TrainRequest:
         if self.from_scratch and self.preset not in finetune.SCRATCH_PRESETS:
             raise RequestError(f"preset must be {' or '.join(finetune.SCRATCH_PRESETS)} here; "
                                f"got {self.preset!r}")
-        for key, (lo, hi) in finetune.TRAIN_RANGES.items():
-            value = getattr(self, key)
-            if value is not None:
-                _check_number(key, value, lo, hi, integer=key == "batch_size")
+        for key in finetune.TRAIN_RANGES:
+            if (value := getattr(self, key)) is not None:
+                schema.check(key, value)
         if not self.epochs and not self.time_budget:
             raise RequestError("epochs, time_budget: give a number of epochs or a time budget "
                                "in minutes (0 = no limit, but not both)")
