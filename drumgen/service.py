@@ -207,13 +207,18 @@ def _read_upload(name: str, value):
     """An uploaded file's bytes (a path from the page or the API), size-checked."""
     if not isinstance(value, (str, os.PathLike)):
         return value
+    return _checked_file(name, value, MAX_MIDI_BYTES).read_bytes()
+
+
+def _checked_file(name: str, value: str | os.PathLike, limit: int) -> Path:
+    """The uploaded file at `value`, refused by name when missing or over `limit` bytes."""
     path = Path(value)
     if not path.is_file():
         raise RequestError(f"{name}: no such file {path.name!r}")
     size = path.stat().st_size
-    if size > MAX_MIDI_BYTES:
-        raise RequestError(f"{name}: {size:,} bytes is over the {MAX_MIDI_BYTES:,}-byte limit")
-    return path.read_bytes()
+    if size > limit:
+        raise RequestError(f"{name}: {size:,} bytes is over the {limit:,}-byte limit")
+    return path
 
 
 def _sampling_line(groove) -> str:
@@ -490,13 +495,7 @@ def _base(name: str | None) -> Path:
 def _unpack(zip_file: str | os.PathLike | None, workdir: Path) -> Path | None:
     if not zip_file:
         return None
-    path = Path(zip_file)
-    if not path.is_file():
-        raise RequestError(f"zip_file: no such file {path.name!r}")
-    size = path.stat().st_size
-    if size > MAX_UPLOAD_BYTES:
-        raise RequestError(f"zip_file: the zip is {size:,} bytes; the limit is "
-                           f"{MAX_UPLOAD_BYTES:,}")
+    path = _checked_file("zip_file", zip_file, MAX_UPLOAD_BYTES)
     try:
         return safe_extract(path, workdir / "data")
     except ArchiveError as exc:
