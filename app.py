@@ -109,7 +109,7 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                                   audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    return _answer(result, kit, session, "generate")
+    yield from _answers(result, kit, session, "generate")
 
 
 #: The sampling and output parameters every edit endpoint shares, for their docstrings (the
@@ -207,7 +207,8 @@ def _api(fn):
     the MCP tool descriptions show), without the page's session history."""
     @functools.wraps(fn)
     def endpoint(*args):
-        return fn(*args)[:-1]
+        for answer in fn(*args):
+            yield answer[:-1]
     return endpoint
 
 
@@ -223,7 +224,16 @@ def _edit(verb, request, kit, midi_layout, model, session):
                               audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    return _answer(result, kit, session, verb)
+    yield from _answers(result, kit, session, verb)
+
+
+def _answers(result, kit, session, source):
+    """The first answer as soon as the shown take's audio is there; then, when the .wav and
+    the other takes' audio are rendered (`service.finish`), the whole answer. A page shows
+    the first; `gradio_client`'s `predict` and MCP clients get the whole one."""
+    yield _answer(result, kit, session, source)
+    if service.finish(result):
+        yield _answer(result, kit, session, source)
 
 
 def _answer(result, kit, session, source):
@@ -316,9 +326,11 @@ def edit_draft(grid, style, kit, midi_layout, session):
     info = (f"**draft**: {len(pattern.hits)} hits, {pattern.bars} bars at {pattern.tempo:g} "
             f"bpm, kit {used}, rendered in {render_s * 1000:.0f} ms"
             + (f"  \n{result.audio_note}" if result.audio_note else ""))
-    value = dict(grid, title=f"Draft: {pattern.bars} bars at {pattern.tempo:g} bpm")
-    return (_audio(take, kit), str(take.midi), _path(take.wav), info,
-            _push(session, value, "hand edit"))
+    session = _push(session, dict(grid, title=f"Draft: {pattern.bars} bars at "
+                                              f"{pattern.tempo:g} bpm"), "hand edit")
+    yield _audio(take, kit), str(take.midi), _path(take.wav), info, session
+    if service.finish(result):  # the .wav after the audio (see `_answers`)
+        yield _audio(take, kit), str(take.midi), _path(take.wav), info, session
 
 
 def _render_draft(pattern, style, kit, midi_layout):
@@ -359,6 +371,7 @@ def step_history(session, delta, kit, midi_layout, style):
     grid_value = session["takes"][index]["grid"]
     pattern, _, _ = _read_grid(grid_value)
     result, _, _ = _render_draft(pattern, style, kit, midi_layout)
+    service.finish(result)
     take = result.takes[0]
     where = f"take {index + 1} of {len(session['takes'])} ({session['takes'][index]['source']})"
     return (_audio(take, kit), dict(grid_value, locked=None, selected=None), str(take.midi),
@@ -370,7 +383,7 @@ def show_take(title, kit, session):
     result = (session or {}).get("result")
     if not result or not title:
         return (gr.update(),) * 5
-    take = next(t for t in result.takes if t.title == title)
+    take = service.take_audio(result, next(t for t in result.takes if t.title == title))
     grid_value = _grid(take)
     session = dict(session or {"takes": [], "index": -1})
     if session["takes"]:  # the take on show is the current draft
@@ -430,6 +443,7 @@ def open_link(request: gr.Request, kit, midi_layout, session):
         result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
                                             query.get("midi_layout") or midi_layout or "gm",
                                             audio=kit != NO_AUDIO_KIT)
+        service.finish(result)
     except USER_ERRORS as exc:  # a damaged code or a bad layout: the page stays as it was
         gr.Warning(f"The link's draft could not be opened: {exc}")
         return (*updates, *(gr.update(),) * 5)
