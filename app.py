@@ -154,7 +154,7 @@ def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=F
                                 fill=bool(fill), **_edit_args(style, seed, tempo, temperature,
                                                               top_k, top_p, style_strength,
                                                               variations))
-    return _edit("regenerate", request, kit, midi_layout, model, None)
+    yield from _edit("regenerate", request, kit, midi_layout, model, None)
 
 
 @_edit_args_doc
@@ -175,7 +175,7 @@ def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tem
     request = GrooveRequest(midi=midi, strength=strength, keep_velocity=bool(keep_velocity),
                             **_edit_args(style, seed, tempo, temperature, top_k, top_p,
                                          style_strength, variations))
-    return _edit("groove", request, kit, midi_layout, model, None)
+    yield from _edit("groove", request, kit, midi_layout, model, None)
 
 
 @_edit_args_doc
@@ -199,7 +199,7 @@ def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=N
                              track=_int(track, "track"),
                              **_edit_args(style, seed, tempo, temperature, top_k, top_p,
                                           style_strength, variations))
-    return _edit("drumify", request, kit, midi_layout, model, None)
+    yield from _edit("drumify", request, kit, midi_layout, model, None)
 
 
 def _api(fn):
@@ -267,7 +267,7 @@ def edit_lanes(grid, style, seed, temperature, top_k, top_p, style_strength, var
     request = RegenerateRequest(midi=pattern, keep_drums=[DRUMS[d] for d in locked],
                                 **_page_sampling(style, seed, temperature, top_k, top_p,
                                                  style_strength, variations))
-    return _edit("regenerate", request, kit, midi_layout, model, session)
+    yield from _edit("regenerate", request, kit, midi_layout, model, session)
 
 
 def edit_bars(grid, as_fill, style, seed, temperature, top_k, top_p, style_strength,
@@ -281,7 +281,7 @@ def edit_bars(grid, as_fill, style, seed, temperature, top_k, top_p, style_stren
                                 fill=bool(as_fill), **_page_sampling(
                                     style, seed, temperature, top_k, top_p, style_strength,
                                     variations))
-    return _edit("regenerate", request, kit, midi_layout, model, session)
+    yield from _edit("regenerate", request, kit, midi_layout, model, session)
 
 
 def edit_groove(grid, strength, keep_velocity, style, seed, temperature, top_k, top_p,
@@ -291,7 +291,7 @@ def edit_groove(grid, strength, keep_velocity, style, seed, temperature, top_k, 
     request = GrooveRequest(midi=pattern, strength=strength, keep_velocity=bool(keep_velocity),
                             **_page_sampling(style, seed, temperature, top_k, top_p,
                                              style_strength, variations))
-    return _edit("groove", request, kit, midi_layout, model, session)
+    yield from _edit("groove", request, kit, midi_layout, model, session)
 
 
 def edit_drumify(midi, rhythm, bars, tempo, style, seed, temperature, top_k, top_p,
@@ -305,7 +305,7 @@ def edit_drumify(midi, rhythm, bars, tempo, style, seed, temperature, top_k, top
         **_page_sampling(style, seed, temperature, top_k, top_p, style_strength, variations))
     if typed:
         request.tempo = tempo
-    return _edit("drumify", request, kit, midi_layout, model, session)
+    yield from _edit("drumify", request, kit, midi_layout, model, session)
 
 
 def edit_draft(grid, style, kit, midi_layout, session):
