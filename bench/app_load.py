@@ -10,7 +10,8 @@ Starts app.py as a subprocess on a free port (as a user would), then measures, i
   a browser's player fetches it; and until its last answer (the .wav and every take's audio),
   which is what `predict` returns;
 - what Gradio adds: the client's time to the first answer minus the time the app spent
-  generating and rendering (its summary line says both);
+  generating and rendering (its summary line says both), next to the round trip of
+  /new_seed, an endpoint that does no work (Gradio's queue and its event stream alone);
 - the same call with gradio_client downloading every file it returns (audio, .mid and .wav,
   one new HTTP client each), the slowest way an API user can call it;
 - click to audio in Debian's Chromium, when it is installed: from the click on Generate until
@@ -145,7 +146,11 @@ def measure(args, env: dict) -> dict:
             client = app.client(Path(tmp) / "dl")
             client.predict(**ARGS, seed=0, api_name="/generate")  # warm-up
             bare = app.client(downloads=False)
-            out["every_file"] = []
+            out["every_file"], out["noop"] = [], []
+            for _ in range(args.calls):
+                t = time.perf_counter()
+                bare.predict(api_name="/new_seed")
+                out["noop"].append(time.perf_counter() - t)
             with httpx.Client() as player:
                 out["one"] = [first_answer(bare, player, "/generate", **ARGS, seed=i)
                               for i in range(args.calls)]
@@ -206,6 +211,7 @@ def main() -> None:
              lambda r: f"{ms(col(r['one'], 'first'), .5)} / {ms(col(r['one'], 'first'), .9)}"),
             ("  the app's generate + render in it, p50; Gradio and transport, p50",
              lambda r: f"{ms(col(r['one'], 'server'), .5)}; {ms(gap(r['one']), .5)}"),
+            ("  Gradio's floor: /new_seed (no work) round trip, p50", lambda r: ms(r["noop"], .5)),
             ("  last answer (.wav too), p50", lambda r: ms(col(r["one"], "last"), .5)),
             ("predict, every file downloaded, p50", lambda r: ms(r["every_file"], .5)),
             ("8 variations, call to first audio, p50 (target 900 ms); last answer",
