@@ -75,7 +75,9 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
 
     Returns the audio (OGG), the grid (the groove as JSON: bars, tempo and hits with bar,
     step, drum, velocity and offset), the .mid, the .wav, every variation's files, a summary
-    and the variation list. Ranges: see the About tab.
+    and the variation list. It answers twice: first when the shown take's audio is ready
+    (the .wav and the other takes' audio not yet), then with every file. Ranges: see the
+    About tab.
 
     Args:
         style: a GMD style (funk, rock, jazz, latin, hiphop, ...) or a producer preset.
