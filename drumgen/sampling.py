@@ -141,11 +141,12 @@ class FastDecoder:
             ln1_w, ln1_b, qkv_w, qkv_b, out_w, out_b, ln2_w, ln2_b, fc_w, fc_b, pr_w, pr_b = block
             h = torch.layer_norm(x, c, ln1_w, ln1_b, eps)
             # GPT-2's Conv1D is x @ W + b
-            q, k, v = torch.addmm(qkv_b, h, qkv_w).view(n, width, 3, self.heads, -1).permute(
+            qkv = torch.addmm(qkv_b, h, qkv_w).view(n, width, 3, self.heads, -1).permute(
                 2, 0, 3, 1, 4)
-            cache[0, :, :, start:end], cache[1, :, :, start:end] = k, v
-            a = F.scaled_dot_product_attention(q, cache[0, :, :, :end], cache[1, :, :, :end],
-                                               attn_mask=mask, is_causal=causal and width > 1)
+            cache[:, :, :, start:end] = qkv[1:]  # keys and values in one copy
+            k, v = cache[:, :, :, :end]
+            a = F.scaled_dot_product_attention(qkv[0], k, v, attn_mask=mask,
+                                               is_causal=causal and width > 1)
             x = x + torch.addmm(out_b, a.transpose(1, 2).reshape(n * width, -1), out_w)
             h = F.gelu(torch.addmm(fc_b, torch.layer_norm(x, c, ln2_w, ln2_b, eps), fc_w),
                        approximate="tanh")
