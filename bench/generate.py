@@ -1,6 +1,6 @@
 """Generation benchmark: latency, tokens/s, cache speed-ups and memory, side by side in one run.
 
-    python bench/generate.py [--model models/drumgen-small] [--repeats 15]
+    python bench/generate.py [--model models/drumgen-small] [--repeats 15] [--no-engines]
 
 Prints p50/p90 latency of a 4-bar groove, 8 variations and 16 bars through the public API,
 each against its target (issue 15) and as a multiple of its arithmetic floor: the model's
@@ -99,6 +99,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
     parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--no-engines", action="store_true",
+                        help="the requests only (the naive loop at batch 8 takes minutes)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
     args = parser.parse_args()
     if args.threads:  # OpenMP's thread count is per calling thread: set it where the math runs
@@ -124,6 +126,8 @@ def main() -> None:
         print(f"| {label} | {pct(times, 0.5) * 1000:.0f} ms | {target} ms | "
               f"{pct(times, 0.9) * 1000:.0f} ms | {tokens / sum(times):.0f} | "
               f"{pct(times, 0.5) / floor:.0f}x ({floor * 1000:.1f} ms) |")
+    if args.no_engines:
+        return
     new = gen.bundle.model.config.n_positions - 3
     print(f"\nDecoding engines, batch 1 and 8, {new} new tokens (a {new + 3}-token sequence):")
     print("| engine | batch | seconds | tokens/s | speed-up vs naive |\n|---|---|---|---|---|")
