@@ -296,7 +296,11 @@ def finish(result: Result) -> bool:
         return False
     first, *rest = result.takes
     if result.wav and first.wav is None:
-        first.wav = atomic_write_bytes(first.midi.with_suffix(".wav"), encode(result.first, "WAV"))
+        try:
+            first.wav = atomic_write_bytes(first.midi.with_suffix(".wav"),
+                                           encode(result.first, "WAV"))
+        except OSError as exc:  # the folder pruned meanwhile, a full disk
+            result.audio_note = f"The .wav failed ({exc}); the audio and the MIDI are fine."
     for take in rest:
         if take.audio is None and _render_take(result, take, result.wav) is None:
             break  # the note says why; the takes after it would fail alike
