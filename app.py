@@ -76,7 +76,9 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
 
     Returns the audio (OGG), the grid (the groove as JSON: bars, tempo and hits with bar,
     step, drum, velocity and offset), the .mid, the .wav, every variation's files, a summary
-    and the variation list. Ranges: see the About tab.
+    and the variation list. It answers twice: first when the shown take's audio is ready
+    (the .wav and the other takes' audio not yet), then with every file. Ranges: see the
+    About tab.
 
     Args:
         style: a GMD style (funk, rock, jazz, latin, hiphop, ...) or a producer preset.
@@ -110,7 +112,7 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                                   audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    return _answer(result, kit, session, "generate")
+    yield from _answers(result, kit, session, "generate")
 
 
 #: The sampling and output parameters every edit endpoint shares, for their docstrings (the
@@ -155,7 +157,7 @@ def regenerate(midi, style="funk", seed=None, keep_drums=None, bars=None, fill=F
                                 fill=bool(fill), **_edit_args(style, seed, tempo, temperature,
                                                               top_k, top_p, style_strength,
                                                               variations))
-    return _edit("regenerate", request, kit, midi_layout, model, None)
+    yield from _edit("regenerate", request, kit, midi_layout, model, None)
 
 
 @_edit_args_doc
@@ -176,7 +178,7 @@ def groove(midi, style="funk", seed=None, strength=1.0, keep_velocity=False, tem
     request = GrooveRequest(midi=midi, strength=strength, keep_velocity=bool(keep_velocity),
                             **_edit_args(style, seed, tempo, temperature, top_k, top_p,
                                          style_strength, variations))
-    return _edit("groove", request, kit, midi_layout, model, None)
+    yield from _edit("groove", request, kit, midi_layout, model, None)
 
 
 @_edit_args_doc
@@ -200,7 +202,7 @@ def drumify(midi=None, style="funk", seed=None, rhythm=None, track=None, tempo=N
                              track=_int(track, "track"),
                              **_edit_args(style, seed, tempo, temperature, top_k, top_p,
                                           style_strength, variations))
-    return _edit("drumify", request, kit, midi_layout, model, None)
+    yield from _edit("drumify", request, kit, midi_layout, model, None)
 
 
 def _api(fn):
@@ -208,7 +210,8 @@ def _api(fn):
     the MCP tool descriptions show), without the page's session history."""
     @functools.wraps(fn)
     def endpoint(*args):
-        return fn(*args)[:-1]
+        for answer in fn(*args):
+            yield answer[:-1]
     return endpoint
 
 
@@ -224,7 +227,16 @@ def _edit(verb, request, kit, midi_layout, model, session):
                               audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    return _answer(result, kit, session, verb)
+    yield from _answers(result, kit, session, verb)
+
+
+def _answers(result, kit, session, source):
+    """The first answer as soon as the shown take's audio is there; then, when the .wav and
+    the other takes' audio are rendered (`service.finish`), the whole answer. A page shows
+    the first; `gradio_client`'s `predict` and MCP clients get the whole one."""
+    yield _answer(result, kit, session, source)
+    if service.finish(result):
+        yield _answer(result, kit, session, source)
 
 
 def _answer(result, kit, session, source):
@@ -258,7 +270,7 @@ def edit_lanes(grid, style, seed, temperature, top_k, top_p, style_strength, var
     request = RegenerateRequest(midi=pattern, keep_drums=[DRUMS[d] for d in locked],
                                 **_page_sampling(style, seed, temperature, top_k, top_p,
                                                  style_strength, variations))
-    return _edit("regenerate", request, kit, midi_layout, model, session)
+    yield from _edit("regenerate", request, kit, midi_layout, model, session)
 
 
 def edit_bars(grid, as_fill, style, seed, temperature, top_k, top_p, style_strength,
@@ -272,7 +284,7 @@ def edit_bars(grid, as_fill, style, seed, temperature, top_k, top_p, style_stren
                                 fill=bool(as_fill), **_page_sampling(
                                     style, seed, temperature, top_k, top_p, style_strength,
                                     variations))
-    return _edit("regenerate", request, kit, midi_layout, model, session)
+    yield from _edit("regenerate", request, kit, midi_layout, model, session)
 
 
 def edit_groove(grid, strength, keep_velocity, style, seed, temperature, top_k, top_p,
@@ -282,7 +294,7 @@ def edit_groove(grid, strength, keep_velocity, style, seed, temperature, top_k, 
     request = GrooveRequest(midi=pattern, strength=strength, keep_velocity=bool(keep_velocity),
                             **_page_sampling(style, seed, temperature, top_k, top_p,
                                              style_strength, variations))
-    return _edit("groove", request, kit, midi_layout, model, session)
+    yield from _edit("groove", request, kit, midi_layout, model, session)
 
 
 def edit_drumify(midi, rhythm, bars, tempo, style, seed, temperature, top_k, top_p,
@@ -296,7 +308,7 @@ def edit_drumify(midi, rhythm, bars, tempo, style, seed, temperature, top_k, top
         **_page_sampling(style, seed, temperature, top_k, top_p, style_strength, variations))
     if typed:
         request.tempo = tempo
-    return _edit("drumify", request, kit, midi_layout, model, session)
+    yield from _edit("drumify", request, kit, midi_layout, model, session)
 
 
 def edit_draft(grid, style, kit, midi_layout, session):
@@ -317,9 +329,11 @@ def edit_draft(grid, style, kit, midi_layout, session):
     info = (f"**draft**: {len(pattern.hits)} hits, {pattern.bars} bars at {pattern.tempo:g} "
             f"bpm, kit {used}, rendered in {render_s * 1000:.0f} ms"
             + (f"  \n{result.audio_note}" if result.audio_note else ""))
-    value = dict(grid, title=f"Draft: {pattern.bars} bars at {pattern.tempo:g} bpm")
-    return (_audio(take, kit), str(take.midi), _path(take.wav), info,
-            _push(session, value, "hand edit"))
+    session = _push(session, dict(grid, title=f"Draft: {pattern.bars} bars at "
+                                              f"{pattern.tempo:g} bpm"), "hand edit")
+    yield _audio(take, kit), str(take.midi), _path(take.wav), info, session
+    if service.finish(result):  # the .wav after the audio (see `_answers`)
+        yield _audio(take, kit), str(take.midi), _path(take.wav), info, session
 
 
 def _render_draft(pattern, style, kit, midi_layout):
@@ -360,6 +374,7 @@ def step_history(session, delta, kit, midi_layout, style):
     grid_value = session["takes"][index]["grid"]
     pattern, _, _ = _read_grid(grid_value)
     result, _, _ = _render_draft(pattern, style, kit, midi_layout)
+    service.finish(result)
     take = result.takes[0]
     where = f"take {index + 1} of {len(session['takes'])} ({session['takes'][index]['source']})"
     return (_audio(take, kit), dict(grid_value, locked=None, selected=None), str(take.midi),
@@ -371,7 +386,7 @@ def show_take(title, kit, session):
     result = (session or {}).get("result")
     if not result or not title:
         return (gr.update(),) * 5
-    take = next(t for t in result.takes if t.title == title)
+    take = service.take_audio(result, next(t for t in result.takes if t.title == title))
     grid_value = _grid(take)
     session = dict(session or {"takes": [], "index": -1})
     if session["takes"]:  # the take on show is the current draft
@@ -431,6 +446,7 @@ def open_link(request: gr.Request, kit, midi_layout, session):
         result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
                                             query.get("midi_layout") or midi_layout or "gm",
                                             audio=kit != NO_AUDIO_KIT)
+        service.finish(result)
     except USER_ERRORS as exc:  # a damaged code or a bad layout: the page stays as it was
         gr.Warning(f"The link's draft could not be opened: {exc}")
         return (*updates, *(gr.update(),) * 5)

@@ -11,7 +11,10 @@ For each kit, on real GMD grooves (the first 4 bars of a funk, a jazz and a rock
 - the snare and the kick hit alone, dry and raw, at velocities 30-127: spectral centroid
   (magnitude-weighted, first 100 ms) and RMS (first 0.5 s): louder hits should be brighter,
   not only louder;
-- stereo balance (right minus left, dB) of single hits: hats, toms, kick and snare.
+- stereo balance (right minus left, dB) of single hits: hats, toms, kick and snare;
+- encoding a 10-second loop (the funk groove at 96 bpm, default kit) to each format
+  libsndfile writes that a browser plays: time (p50 / min) and size. Opus takes 48 kHz only:
+  its time includes resampling (linear; `--encode-only` prints this table alone).
 
 Figures vary with machine load: compare kits within one run.
 """
@@ -20,6 +23,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import dataclasses
+import io
 import statistics
 import sys
 import time
@@ -74,6 +79,33 @@ def centroid(audio: np.ndarray) -> float:
     return float((magnitude * freqs).sum() / magnitude.sum())
 
 
+#: (label, soundfile format, subtype, sample rate) of the encodings compared; the app's player
+#: gets OGG Vorbis and the download WAV (`drumgen.render.encode`)
+ENCODINGS = (("OGG Vorbis (the player's)", "OGG", "VORBIS", SAMPLE_RATE),
+             ("OGG Opus", "OGG", "OPUS", 48000), ("MP3", "MP3", "MPEG_LAYER_III", SAMPLE_RATE),
+             ("FLAC", "FLAC", "PCM_16", SAMPLE_RATE), ("WAV (the download)", "WAV", "PCM_16",
+                                                        SAMPLE_RATE))
+
+
+def encode_table(r: Renderer, funk: Pattern, repeats: int) -> None:
+    import soundfile
+    audio = r.render(dataclasses.replace(funk, tempo=96.0))
+    seconds = len(audio) / SAMPLE_RATE
+    print(f"\nEncoding a {seconds:.1f} s stereo loop, p50 / min of {repeats} (ms), and size")
+    print("| format | time | size |\n|---|---|---|")
+    for label, fmt, subtype, rate in ENCODINGS:
+        def encode(fmt=fmt, subtype=subtype, rate=rate) -> bytes:
+            data = audio
+            if rate != SAMPLE_RATE:
+                t = np.arange(round(seconds * rate)) / rate
+                grid = np.arange(len(audio)) / SAMPLE_RATE
+                data = np.stack([np.interp(t, grid, audio[:, c]) for c in (0, 1)], axis=1)
+            buf = io.BytesIO()
+            soundfile.write(buf, data, rate, format=fmt, subtype=subtype)
+            return buf.getvalue()
+        print(f"| {label} | {p50_min_ms(encode, repeats)} | {len(encode()) / 1000:.0f} KB |")
+
+
 def rms(audio: np.ndarray) -> float:
     return float(np.sqrt(np.mean(audio ** 2)))
 
@@ -82,6 +114,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--kits", default="", help="comma-separated kit names (default: all)")
+    parser.add_argument("--encode-only", action="store_true", help="only the encoding table")
     args = parser.parse_args(argv)
     gmd = default_data_dir()
     if gmd is None:
@@ -92,6 +125,9 @@ def main(argv: list[str] | None = None) -> None:
     grooves = {s: groove(gmd, s) for s in STYLES}
     names = [n.strip() for n in args.kits.split(",") if n.strip()] or [k.name for k in r.kits]
     funk = grooves["funk"]
+    encode_table(r, funk, args.repeats)
+    if args.encode_only:
+        return
     print(f"\nRender time, 4 bars of funk at {funk.tempo:g} bpm, p50 / min of {args.repeats} "
           "(ms)")
     print("| kit | default | dry | dry, raw |\n|---|---|---|---|")

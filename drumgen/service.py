@@ -21,7 +21,7 @@ from .archive import ArchiveError, safe_extract
 from .constants import MIDI_LAYOUTS
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES, GenerationDefaults, read_defaults
-from .pattern import MAX_MIDI_BYTES
+from .pattern import MAX_MIDI_BYTES, atomic_write_bytes
 from .render import Renderer, RenderError, UnknownKit, encode
 
 USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
@@ -120,7 +120,7 @@ def style_choices(model: str | None = None) -> list[str]:
 
 @dataclass
 class Take:
-    """One variation's files."""
+    """One variation's files (`audio` and `wav` are None until rendered)."""
 
     midi: Path
     audio: Path | None
@@ -131,10 +131,21 @@ class Take:
 
 @dataclass
 class Result:
+    """What a request made. Only the first take's audio comes at once: `finish` renders the
+    WAV and the other takes' audio after the first answer has gone out."""
+
     takes: list[Take]
     info: str
     audio_note: str = ""
-    files: list[Path] = field(default_factory=list)
+    kit: str | None = None  # the kit the audio plays with
+    wav: bool = True  # whether each take gets a .wav as well
+    pending: bool = False  # audio still to render (`finish`)
+    first: object = field(default=None, repr=False)  # the first take's samples, for its .wav
+
+    @property
+    def files(self) -> list[Path]:
+        """Every take's .mid and audio that exist so far."""
+        return [p for t in self.takes for p in (t.midi, t.audio) if p]
 
 
 def generate(request: Request, model: str | None = None, kit: str | None = None,
@@ -264,34 +275,67 @@ def render_draft(pattern, style: str | None = None, kit: str | None = None,
 
 def package(items, kit: str | None, midi_layout: str, wav: bool,
             audio: bool) -> tuple[Result, str, float]:
-    """(pattern, file stem, track name) items written as .mid (and OGG/WAV) into a fresh
-    folder; returns the result, the kit that played and the render time."""
+    """(pattern, file stem, track name) items written as .mid into a fresh folder, and the
+    first item's OGG audio (`finish` writes the rest); returns the result, the kit that
+    played and the first render's time."""
     folder = TEMP.new()
     renderer = Renderer.default()
-    takes, note, render_s = [], "", 0.0
-    for i, (pattern, stem, name) in enumerate(items):
-        midi = pattern.save(folder / f"{stem}.mid", kit=midi_layout, name=name)
-        ogg = wav_path = None
-        if not audio:
-            note = "Audio off (kit: none)."
-        elif renderer.available:
-            t = time.perf_counter()
-            try:
-                samples = renderer.render(pattern, kit)
-                ogg = folder / f"{stem}.ogg"
-                ogg.write_bytes(encode(samples, "OGG"))
-                if wav:
-                    wav_path = folder / f"{stem}.wav"
-                    wav_path.write_bytes(encode(samples, "WAV"))
-            except (RenderError, RuntimeError, OSError) as exc:
-                note = f"Audio failed ({exc}); the MIDI and the grid are fine."
-            render_s += time.perf_counter() - t
-        else:
-            note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
-        takes.append(Take(midi, ogg, wav_path, pattern, f"Variation {i + 1}"))
+    takes = [Take(pattern.save(folder / f"{stem}.mid", kit=midi_layout, name=name), None, None,
+                  pattern, f"Variation {i + 1}") for i, (pattern, stem, name) in enumerate(items)]
+    result = Result(takes, "", kit=kit, wav=wav)
+    render_s = 0.0
+    if not audio:
+        result.audio_note = "Audio off (kit: none)."
+    elif not renderer.available:
+        result.audio_note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
+    else:
+        t = time.perf_counter()
+        result.first = _render_take(result, takes[0], wav=False)
+        render_s = time.perf_counter() - t
+        result.pending = result.first is not None and (wav or len(takes) > 1)
     used = renderer.kit(kit).name if renderer.available and audio else "none"
-    files = [p for t in takes for p in (t.midi, t.audio) if p]
-    return Result(takes, "", note, files), used, render_s
+    return result, used, render_s
+
+
+def finish(result: Result) -> bool:
+    """Render what the first answer left out: the first take's .wav and every other take's
+    audio. Returns whether there was anything to do."""
+    if not result.pending:
+        return False
+    first, *rest = result.takes
+    if result.wav and first.wav is None:
+        try:
+            first.wav = atomic_write_bytes(first.midi.with_suffix(".wav"),
+                                           encode(result.first, "WAV"))
+        except OSError as exc:  # the folder pruned meanwhile, a full disk
+            result.audio_note = f"The .wav failed ({exc}); the audio and the MIDI are fine."
+    for take in rest:
+        if take.audio is None and _render_take(result, take, result.wav) is None:
+            break  # the note says why; the takes after it would fail alike
+    result.pending, result.first = False, None
+    return True
+
+
+def take_audio(result: Result, take: Take) -> Take:
+    """`take` with its audio, rendered now if `finish` has not yet reached it (a variation
+    chosen on the page before the whole answer came)."""
+    if take.audio is None and result.kit is not None and not result.audio_note:
+        _render_take(result, take, result.wav)
+    return take
+
+
+def _render_take(result: Result, take: Take, wav: bool):
+    """Render `take` and write its OGG (and .wav) beside its .mid; returns the samples, or
+    None when the audio failed (the result's note says why)."""
+    try:
+        samples = Renderer.default().render(take.pattern, result.kit)
+        take.audio = atomic_write_bytes(take.midi.with_suffix(".ogg"), encode(samples, "OGG"))
+        if wav:
+            take.wav = atomic_write_bytes(take.midi.with_suffix(".wav"), encode(samples, "WAV"))
+    except (RenderError, RuntimeError, OSError) as exc:
+        result.audio_note = f"Audio failed ({exc}); the MIDI and the grid are fine."
+        return None
+    return samples
 
 
 # ---------------------------------------------------------------------------------------------

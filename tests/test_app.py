@@ -17,6 +17,7 @@ from pathlib import Path
 
 import apputil
 import mido
+import numpy as np
 import pytest
 import soundfile
 from gradio_client import handle_file
@@ -132,6 +133,28 @@ def test_variations(client):
     assert len([f for f in files if f.endswith(".ogg")]) == 3
     assert "3 variation(s)" in info
     assert take["visible"] is True and len(take["choices"]) == 3
+
+
+def test_the_first_answer_carries_the_shown_take_and_the_last_every_file(client):
+    """The page hears the shown take as soon as it is rendered: the first answer holds its
+    OGG, grid and .mid; the .wav and the other takes' audio come in the last answer, which is
+    what `predict` returns. Both are real renders of the same grooves."""
+    job = client.submit(**{**FUNK, "variations": 3, "seed": 21}, api_name="/generate")
+    final = job.result(timeout=CALL_TIMEOUT_S)
+    first, last = job.outputs()[0], job.outputs()[-1]
+    assert len(job.outputs()) == 2 and tuple(last) == tuple(final)
+    audio, grid, midi, wav, files, _, _ = first
+    assert audio.endswith(".ogg") and soundfile.info(audio).duration == pytest.approx(9.6, 1e-3)
+    assert wav is None
+    assert sorted(Path(f).suffix for f in files) == [".mid", ".mid", ".mid", ".ogg"]
+    assert grid == last[1] and Path(midi).read_bytes() == Path(last[2]).read_bytes()
+    # the last answer: the .wav of the take on show, every take's audio
+    shown, _ = soundfile.read(audio, dtype="float32")
+    full, rate = soundfile.read(last[3], dtype="float32")
+    assert rate == 44100 and full.shape == shown.shape
+    assert np.corrcoef(full[:, 0], shown[:, 0])[0, 1] > 0.95  # the OGG is that WAV, encoded
+    oggs = [f for f in last[4] if f.endswith(".ogg")]
+    assert len(oggs) == 3 and len({Path(f).read_bytes() for f in oggs}) == 3
 
 
 def test_sampling_parameters_default_to_the_models_and_style_strength_applies(client, shipped):

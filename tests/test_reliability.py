@@ -115,3 +115,19 @@ def test_training_is_off_on_public_deployments_unless_enabled(monkeypatch, tmp_p
             service.Trainer().start(service.TrainRequest(name="x", from_scratch=True,
                                                          preset="debug", epochs=1), tmp_path)
         assert not list(tmp_path.iterdir())
+
+
+def test_a_take_chosen_before_the_rest_is_rendered_gets_the_same_audio():
+    """Only the shown take is rendered at once; another take asked for early (a variation
+    chosen on the page) is rendered then, and sounds as `finish` renders it."""
+    request = dict(style="funk", bars=2, tempo=110, seed=5, variations=2)
+    early = service.generate(Request(**request))
+    assert early.takes[0].audio.is_file() and early.takes[0].wav is None
+    assert early.takes[1].audio is None and early.pending
+    service.take_audio(early, early.takes[1])
+    later = service.generate(Request(**request))
+    assert service.finish(later) and not service.finish(later)
+    for a, b in zip(early.takes, later.takes, strict=True):
+        assert a.midi.read_bytes() == b.midi.read_bytes()
+    assert early.takes[1].wav.read_bytes() == later.takes[1].wav.read_bytes()
+    assert later.takes[0].wav.is_file() and later.takes[1].audio.is_file()
