@@ -29,6 +29,9 @@ def page(app):
         assert not errors, errors
 
 
+WAV_LINK = "a[download][href$='.wav']"
+
+
 def midi_href(page) -> str:
     return page.locator(MIDI_LINK).first.get_attribute("href")
 
@@ -53,9 +56,12 @@ def generate(page, **settings) -> Pattern:
         box.fill(str(value))
         box.press("Enter")
     old = midi_href(page) if page.locator(MIDI_LINK).count() else ""
+    had_wav = page.locator(WAV_LINK).count() > 0
     page.get_by_role("button", name="Generate", exact=True).click()
     out = wait_new_midi(page, old)
     page.locator("[data-cell]").first.wait_for(state="attached")
+    if not had_wav:  # Generate answers twice: wait for the second (the .wav), so that the
+        page.locator(WAV_LINK).first.wait_for(state="attached")  # next step cannot race it
     return out
 
 
