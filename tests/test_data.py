@@ -354,6 +354,7 @@ def test_a_failed_download_leaks_no_file_or_descriptor(tmp_path):
     assert listing(tmp_path / "dl") == []
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_fetch_end_to_end(gmd_zip, tmp_path):
     archive, digest = gmd_zip
     dest = tmp_path / "cli" / "groove"
@@ -507,6 +508,7 @@ def test_cli_stats_on_a_gmd_folder(small_gmd):
     assert len(skips) == len(rows) - len(usable)
 
 
+@pytest.mark.slow  # a CLI subprocess
 def test_cli_stats_lists_skipped_files_of_a_user_folder(gmd, tmp_path):
     root = tmp_path / "user"
     funk = [r for r in gmd_rows("validation") if r["style"] == "funk"][:2]

@@ -49,6 +49,7 @@ def test_cached_decoding_matches_uncached(gen, seed):
     assert _sample(gen, "hf", seed) == naive
 
 
+@pytest.mark.slow  # the naive engine re-reads the whole sequence every step
 @pytest.mark.parametrize("strength", [0.0, 2.5])
 def test_engines_agree_on_style_strength(gen, strength):
     """Every engine applies the same style vector; and the strength changes the groove."""

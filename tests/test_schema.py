@@ -66,6 +66,7 @@ def test_cli_help_states_each_range(capsys):
             assert f"{PARAMS[key].range}: {' '.join(PARAMS[key].help.split())}" in text, key
 
 
+@pytest.mark.slow  # builds the app
 def test_the_page_sliders_and_about_tab_follow_the_schema():
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     import gradio as gr
