@@ -117,14 +117,12 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
 
 #: The sampling and output parameters every edit endpoint shares, for their docstrings (the
 #: API page and the MCP tool descriptions read them).
-EDIT_ARGS_DOC = """
-        temperature: sampling temperature (default: the model's).
-        top_k: top-k, 0 = off (default: the model's).
-        top_p: nucleus mass (default: the model's).
-        style_strength: 0 to 3 (default: the model's).
-        variations: results to write at once, 1 to 8.
+EDIT_ARGS_DOC = "".join(
+    f"\n        {key}: {PARAMS[key].range}, {PARAMS[key].help} (default: the model's)."
+    for key in ("temperature", "top_k", "top_p", "style_strength")) + f"""
+        variations: {PARAMS["variations"].range}, {PARAMS["variations"].help}.
         kit: the sound kit for the audio.
-        midi_layout: gm, td11 or multitrack.
+        midi_layout: {", ".join(MIDI_LAYOUTS)}.
         model: a model name (default: the shipped model).
 """
 

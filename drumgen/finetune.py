@@ -105,7 +105,7 @@ def result_warnings(summary: dict) -> list[str]:
     """What the run's losses say about the model, said after training."""
     out, best = [], summary["best_val"]
     history = summary.get("history") or []
-    best_step = next((h["step"] for h in history if h["val_loss"] == best), None)
+    best_step = _best_step(summary)
     if summary["data"]["validation_is_training"]:
         out.append(f"The validation loss {best:.3f} is on a file it trained on"
                    + (": it memorised the file." if best < 1 else "."))
@@ -121,12 +121,17 @@ def result_warnings(summary: dict) -> list[str]:
     return out
 
 
+def _best_step(summary: dict) -> int | None:
+    """The step of the kept (lowest) validation loss, from the run's history."""
+    return next((h["step"] for h in summary.get("history") or []
+                 if h["val_loss"] == summary["best_val"]), None)
+
+
 def write_card(folder: Path, name: str, base: str | None, cfg: TrainConfig,
                summary: dict) -> Path:
     """The model folder's README.md: base model, data, settings, steps, validation loss."""
     best = summary["best_val"]
-    best_step = next((h["step"] for h in summary.get("history") or []
-                      if h["val_loss"] == best), summary["step"])
+    best_step = _best_step(summary) or summary["step"]
     what = ("only the style embeddings were trained, so the old styles play as in the base"
             if cfg.train_only == "style" else "every weight was trained")
     origin = (f"fine-tuned from `{base}` (its styles kept; each new style's embedding started "

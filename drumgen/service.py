@@ -449,7 +449,8 @@ def _publish(staged: Path, target: Path, overwrite: bool) -> None:
     if target.exists():
         if not overwrite:
             raise RequestError(f"name: a model called {target.name!r} appeared during "
-                               f"training; this one is kept in {staged}")
+                               "training; this run was not saved: train again under another "
+                               "name, or with overwrite")
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, old)
     os.replace(staged, target)
