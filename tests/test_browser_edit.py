@@ -145,7 +145,15 @@ def test_drumify_a_lilypond_bass_line(page, tmp_path):
                    check=True, capture_output=True, timeout=120)
     bass = next(tmp_path.glob("bass.mid*"))
     generate(page)
-    page.get_by_text("Drumify: drums that lock", exact=False).click()
+    upload = page.locator("#drumify-midi")
+    for _ in range(3):  # a click on the closed accordion can land while the page re-renders
+        page.get_by_text("Drumify: drums that lock", exact=False).click()
+        try:
+            upload.wait_for(state="visible", timeout=10_000)
+            break
+        except Exception:  # still closed: click again
+            continue
+    assert upload.is_visible(), "the Drumify accordion did not open"
     page.locator("#drumify-midi input[type=file]").set_input_files(str(bass))
     page.get_by_text("bass.mid", exact=False).first.wait_for(state="visible")
     old = midi_href(page)
