@@ -157,6 +157,26 @@ def cmd_evaluate(args) -> int:
     return 1 if args.check and target_misses(report) else 0
 
 
+def cmd_calibrate(args) -> None:
+    import dataclasses
+
+    from . import schema
+    from .evaluate import calibrate_strengths, calibration_table
+    from .generate import DEFAULT_MODEL, Generator
+    from .model import read_defaults, write_defaults
+    for s in args.strengths:
+        schema.check("style_strength", s)
+    folder = Path(args.model or DEFAULT_MODEL)
+    result = calibrate_strengths(folder, _resolve_data(args.data), args.strengths,
+                                 per_style=args.per_style, bars=args.bars, seed=args.seed)
+    print(calibration_table(result))
+    if args.save:
+        defaults = dataclasses.replace(read_defaults(folder), style_strengths=result["chosen"])
+        write_defaults(folder, defaults)
+        Generator.forget(folder)
+        print(f"wrote the per-style strengths into {folder / 'generation.json'}")
+
+
 def cmd_fit_velocities(args) -> None:
     from .constants import DRUMS
     from .train import fit_velocity_table
@@ -323,6 +343,20 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--check", action="store_true",
                    help="exit with code 1 when a target is missed")
     e.set_defaults(func=cmd_evaluate)
+
+    c = sub.add_parser("calibrate", help="choose each style's default style strength on the "
+                       "validation split (see evaluate.calibrate_strengths for the rule)")
+    c.add_argument("--model", default=None)
+    _data_arg(c)
+    c.add_argument("--strengths", type=lambda v: [float(x) for x in v.split(",")],
+                   default=[1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5],
+                   help="comma-separated candidates (default 1,1.25,1.5,1.75,2,2.25,2.5)")
+    c.add_argument("--per-style", type=int, default=128, help="grooves per style and candidate")
+    c.add_argument("--bars", type=int, default=4)
+    c.add_argument("--seed", type=int, default=5, help="the selection stream")
+    c.add_argument("--save", action="store_true",
+                   help="write the chosen strengths into the model's generation.json")
+    c.set_defaults(func=cmd_calibrate)
 
     v = sub.add_parser("fit-velocities", help="fit a model's velocity table (what each "
                        "velocity bin plays as) to a data folder's training split")

@@ -309,7 +309,7 @@ def _run(gen: Generator, req: EditRequest, pattern: Pattern, specs: list[BarSpec
     `chunks` = (bars, prefixes): decode that many bars at a time, each with its prefix."""
     style, preset = gen.resolve_style(req.style)
     seed = req.seed if req.seed is not None else random.randrange(2**31)
-    sampling = gen.sampling(req)
+    sampling = gen.sampling(req, style)
     tempo = float(req.tempo) if req.tempo is not None else float(pattern.tempo)
     if not 40 <= tempo <= 300:
         raise RequestError(f"tempo: the input's tempo {tempo:g} bpm is outside 40-300; give "

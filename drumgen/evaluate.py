@@ -209,6 +209,8 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
         sampling["style_strength"] = style_strength
     used = {"temperature": d.temperature, "top_k": d.top_k, "top_p": d.top_p,
             "style_strength": d.style_strength, **sampling}
+    if "style_strength" not in sampling and d.style_strengths:  # each style plays at its own
+        used["style_strength"] = {s: d.strength_for(s) for s in real.styles}
     generated, valid, total = generate_for(gen, real, per_style, bars, seed, **sampling)
     rows = []
     for style in styles:
@@ -381,8 +383,7 @@ def format_report(report: dict) -> str:
              f"{report['perplexity']:.2f} ({report['val_examples']} windows); "
              f"grammar-valid {report['validity']:.1%} of {report['generated']} generated "
              f"{report['bars']}-bar grooves ("
-             + ", ".join(f"{k.replace('_', ' ')} {v:g}" for k, v in report["sampling"].items())
-             + ").", ""]
+             + sampling_text(report["sampling"]) + ").", ""]
     lines.append("| style | real val grooves | classifier acc. real | classifier acc. generated |"
                  " OA generated / real-vs-real (mean of 7 features) | generated taken for |")
     lines.append("|---|---|---|---|---|---|")
@@ -406,6 +407,14 @@ def format_report(report: dict) -> str:
     lines += ["", "Targets: " + ("all met." if not misses else f"{len(misses)} missed:")]
     lines += [f"- {m}" for m in misses]
     return "\n".join(lines)
+
+
+def sampling_text(sampling: dict) -> str:
+    """'temperature 1, top k 0, ...'; a per-style strength reads 'style strength funk 2, ...'."""
+    def text(v):
+        return (", ".join(f"{s} {x:g}" for s, x in v.items()) if isinstance(v, dict)
+                else f"{v:g}")
+    return ", ".join(f"{k.replace('_', ' ')} {text(v)}" for k, v in sampling.items())
 
 
 def realism_lines(report: dict) -> list[str]:
@@ -450,3 +459,80 @@ def report_json(report: dict) -> str:
         return v
     return json.dumps(clean({**report, "target_misses": target_misses(report)}), indent=1,
                       allow_nan=False)
+
+
+#: `calibrate_strengths`'s rule, fixed before any candidate was measured: a style's strength
+#: must leave its grooves recognised by the style classifier this much above the real ceiling,
+#: and its diversity ratio this far inside DIVERSITY_RANGE, so that a fresh stream's sampling
+#: noise (about 0.03 in accuracy at 128 grooves) does not undo the choice.
+CALIBRATION_ACC_MARGIN = 0.03
+CALIBRATION_DIVERSITY_MARGIN = 0.02
+
+
+def calibrate_strengths(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
+                        strengths: list[float], per_style: int = 128, bars: int = 4,
+                        seed: int = 5, progress=print) -> dict:
+    """Each style's default style strength, chosen on the validation split.
+
+    Every candidate in `strengths` generates the same stream (`seed`: the same tempos and
+    request seeds), so the candidates differ only in strength. A candidate passes for a style
+    when the classifier recognises its grooves `CALIBRATION_ACC_MARGIN` above the real ceiling
+    and its diversity ratio lies `CALIBRATION_DIVERSITY_MARGIN` inside `DIVERSITY_RANGE`. Of
+    the passing candidates the style takes the least telling one (the lowest C2ST, generated
+    vs validation; the lowest strength where the style has too few windows for a C2ST). With
+    none passing, it takes the candidate recognised best among those inside the diversity
+    range, else keeps the model's own default. Returns `{"chosen": {style: strength},
+    "why": {style: str}, "reports": {strength: report}}`."""
+    gen = Generator.load(model_dir, device="cpu")
+    real = real_data(gen.styles, data_dir, bars)
+    reports = {}
+    for i, s in enumerate(strengths):
+        progress(f"candidate {i + 1} of {len(strengths)}: style strength {s:g}")
+        reports[s] = evaluate(None, data_dir, per_style, bars, seed, style_strength=s,
+                              real=real, generator=gen)
+    chosen, why = {}, {}
+    for k, style in enumerate(real.styles):
+        chosen[style], why[style] = choose_strength(
+            {s: reports[s]["rows"][k] for s in strengths}, gen.bundle.defaults.strength_for(style))
+    return {"chosen": chosen, "why": why, "reports": reports}
+
+
+def choose_strength(rows: dict[float, dict], default: float) -> tuple[float, str]:
+    """`calibrate_strengths`'s rule for one style, from its report row at each candidate
+    strength; returns the strength and why, in words."""
+    lo, hi = DIVERSITY_RANGE
+    lo, hi = lo + CALIBRATION_DIVERSITY_MARGIN, hi - CALIBRATION_DIVERSITY_MARGIN
+    spread = {s: r for s, r in rows.items()
+              if "realism" not in r or lo <= diversity_ratio(r["realism"]) <= hi}
+    passing = [s for s, r in spread.items()
+               if r["acc_gen"] >= r["acc_real"] + CALIBRATION_ACC_MARGIN]
+    if passing:
+        return min(passing, key=lambda s: (
+            rows[s]["realism"]["c2st_gen"] if "realism" in rows[s] else 0, s)), \
+            f"least telling of {len(passing)} passing"
+    if spread:
+        return (max(spread, key=lambda s: rows[s]["acc_gen"]),
+                "none passed: recognised best within the diversity range")
+    return default, "none within the diversity range: the model's default kept"
+
+
+def calibration_table(result: dict) -> str:
+    """Per style and candidate strength: classifier accuracy (real ceiling), diversity ratio
+    and C2ST, the chosen one in bold."""
+    reports = result["reports"]
+    strengths = list(reports)
+    first = reports[strengths[0]]
+    lines = ["| style (accuracy ceiling) | " + " | ".join(f"strength {s:g}" for s in strengths)
+             + " | chosen |", "|---|" + "---|" * (len(strengths) + 1)]
+    for k, row in enumerate(first["rows"]):
+        style, cells = row["style"], []
+        for s in strengths:
+            r = reports[s]["rows"][k]
+            cell = f"acc {r['acc_gen']:.2f}"
+            if "realism" in r:
+                cell += (f", div {diversity_ratio(r['realism']):.2f}, C2ST "
+                         f"{r['realism']['c2st_gen']:.3f}")
+            cells.append(f"**{cell}**" if s == result["chosen"][style] else cell)
+        lines.append(f"| {style} ({row['acc_real']:.2f}) | " + " | ".join(cells)
+                     + f" | {result['chosen'][style]:g} ({result['why'][style]}) |")
+    return "\n".join(lines)

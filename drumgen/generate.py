@@ -224,7 +224,7 @@ class Generator:
         request.validate()
         style, preset = self.resolve_style(request.style)
         seed = request.seed if request.seed is not None else random.randrange(2**31)
-        sampling = self.sampling(request)
+        sampling = self.sampling(request, style)
         density = _density_bucket(request.density if request.density != "auto" or not preset
                                   else preset.density)
         prime, prime_density = self._prime_tokens(request.prime)
@@ -249,13 +249,14 @@ class Generator:
                                   {**sampling._asdict(), "feel": feel}))
         return grooves
 
-    def sampling(self, request) -> Sampling:
-        """The request's sampling settings, the model's saved defaults where it gives None."""
+    def sampling(self, request, style: str) -> Sampling:
+        """The request's sampling settings, the model's saved defaults where it gives None
+        (the style strength is `style`'s own, where the model has one)."""
         d = self.bundle.defaults
         pick = lambda value, default: default if value is None else value  # noqa: E731
         return Sampling(pick(request.temperature, d.temperature), pick(request.top_k, d.top_k),
                         pick(request.top_p, d.top_p),
-                        pick(request.style_strength, d.style_strength))
+                        pick(request.style_strength, d.strength_for(style)))
 
     def regenerate(self, request) -> list[Groove]:
         """Keep some drums or bars of a groove and let the model write the rest; see

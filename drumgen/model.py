@@ -115,7 +115,14 @@ class GenerationDefaults:
     top_k: int = 0
     top_p: float = 0.95
     style_strength: float = 1.0  # see `DrumGPT.style_vector`; older folders lack it: 1.0
+    #: per style, the strength that style plays at instead of `style_strength`, as chosen by
+    #: `drumgen calibrate` (evaluate.calibrate_strengths); older folders lack it: none
+    style_strengths: dict[str, float] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
+
+    def strength_for(self, style: str) -> float:
+        """The style strength `style` (a model style, not a preset) plays at by default."""
+        return self.style_strengths.get(style, self.style_strength)
 
 
 @dataclass
@@ -148,8 +155,12 @@ def save(bundle: Bundle, folder: str | os.PathLike) -> Path:
     shutil.rmtree(tmp, ignore_errors=True)
     bundle.tokenizer.save(folder)
     atomic_write_bytes(folder / "styles.json", json.dumps(bundle.styles).encode())
-    atomic_write_bytes(folder / "generation.json", json.dumps(asdict(bundle.defaults)).encode())
+    write_defaults(folder, bundle.defaults)
     return folder
+
+
+def write_defaults(folder: str | os.PathLike, defaults: GenerationDefaults) -> None:
+    atomic_write_bytes(Path(folder) / "generation.json", json.dumps(asdict(defaults)).encode())
 
 
 def load(folder: str | os.PathLike, device: str | torch.device = "cpu",

@@ -144,3 +144,58 @@ def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
     with pytest.raises(ValueError, match="funk: fewer than 4 real training grooves"):
         source_style_accuracy(shipped, "funk", "funk", small_gmd, patterns,
                               {r.path for r in beats}, per_style=8)
+
+
+def _row(acc_gen, acc_real=0.6, diversity=None, c2st=None):
+    row = {"acc_gen": acc_gen, "acc_real": acc_real}
+    if diversity is not None:
+        row["realism"] = {"distance_gen": diversity, "distance_train": 1.0, "c2st_gen": c2st}
+    return row
+
+
+def test_choose_strength_takes_the_least_telling_recognised_candidate():
+    from drumgen.evaluate import CALIBRATION_ACC_MARGIN, choose_strength
+    ok = 0.6 + CALIBRATION_ACC_MARGIN
+    rows = {1.0: _row(ok - 0.01, diversity=1.0, c2st=0.80),   # not recognised enough
+            1.5: _row(ok, diversity=1.0, c2st=0.86),          # passes
+            2.0: _row(0.95, diversity=1.0, c2st=0.84),        # passes, less telling: chosen
+            2.5: _row(0.99, diversity=0.91, c2st=0.70)}       # too narrow, by the margin
+    assert choose_strength(rows, 1.75) == (2.0, "least telling of 2 passing")
+    # none recognised enough: the best recognised within the diversity range
+    rows = {1.0: _row(0.3, diversity=1.0, c2st=0.8), 2.0: _row(0.5, diversity=1.0, c2st=0.9),
+            2.5: _row(0.9, diversity=0.5, c2st=0.7)}
+    assert choose_strength(rows, 1.75)[0] == 2.0
+    # none within the diversity range: the model's default stays
+    rows = {1.0: _row(0.9, diversity=0.5, c2st=0.8), 2.0: _row(0.9, diversity=1.3, c2st=0.8)}
+    assert choose_strength(rows, 1.75) == (
+        1.75, "none within the diversity range: the model's default kept")
+    # a style too small for a C2ST: the lowest passing strength
+    assert choose_strength({2.0: _row(0.9), 1.5: _row(0.9), 1.0: _row(0.1)}, 1.75)[0] == 1.5
+
+
+@pytest.mark.slow  # eight evaluations of a few grooves
+def test_calibrate_cli_saves_each_styles_strength_and_evaluate_plays_them(shipped, small_gmd,
+                                                                         tmp_path, capsys):
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(shipped, folder)
+    before = json.loads((folder / "generation.json").read_text())
+    assert cli.main(["calibrate", "--model", str(folder), "--data", str(small_gmd),
+                     "--strengths", "0.5,2", "--per-style", "4", "--save"]) in (0, None)
+    out = capsys.readouterr().out
+    saved = json.loads((folder / "generation.json").read_text())
+    table = re.findall(r"^\| (\w+) \(([\d.]+)\) \| (.*) \| ([\d.]+) \((.*)\) \|$", out, re.M)
+    assert {t[0] for t in table} == {"funk", "rock", "jazz"}  # small_gmd's styles with grooves
+    for style, _, cells, chosen, _ in table:
+        # a candidate, or the model's default where neither kept the diversity in range
+        assert saved["style_strengths"][style] == float(chosen) in (
+            0.5, 2.0, before["style_strength"])
+        assert cells.count("**") == (2 if float(chosen) in (0.5, 2.0) else 0)  # chosen: bold
+    assert {k: v for k, v in saved.items() if k != "style_strengths"} == {
+        k: v for k, v in before.items() if k != "style_strengths"}
+    assert cli.main(["calibrate", "--model", str(folder), "--strengths", "0.5,9"]) == 2
+    assert "style_strength" in capsys.readouterr().err
+    cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd), "--per-style", "4"])
+    head = capsys.readouterr().out.splitlines()[0]
+    played = ", ".join(f"{s} {saved['style_strengths'][s]:g}" for s in ("rock", "funk", "jazz"))
+    assert f"style strength {played})" in head, head

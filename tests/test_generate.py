@@ -74,9 +74,38 @@ def test_style_strength_moves_the_style_vector_along_its_offset_from_the_centre(
 def test_style_strength_default_comes_from_the_model_and_requests_override_it(gen):
     request = Request(style="rock", seed=3)
     assert gen.generate(request)[0].settings["style_strength"] == \
-        gen.bundle.defaults.style_strength
+        gen.bundle.defaults.strength_for("rock")
     assert gen.generate(Request(style="rock", seed=3, style_strength=0.5))[0].settings[
         "style_strength"] == 0.5
+
+
+def test_a_styles_own_strength_is_its_default_in_generation_and_edits(shipped, tmp_path):
+    """`style_strengths` in generation.json gives a style its own default (a preset plays
+    at its style's), other styles keep `style_strength`, and a request's value still wins."""
+    import dataclasses
+    import shutil
+
+    from drumgen.edit import RegenerateRequest
+    from drumgen.model import read_defaults, write_defaults
+    folder = tmp_path / "model"
+    shutil.copytree(shipped, folder)
+    write_defaults(folder, dataclasses.replace(read_defaults(folder), style_strength=1.25,
+                                               style_strengths={"funk": 2.5, "afrobeat": 2.25}))
+    gen = Generator.load(folder, device="cpu")
+    strength = lambda grooves: grooves[0].settings["style_strength"]  # noqa: E731
+    funk = gen.generate(Request(style="funk", seed=3, bars=2))
+    assert strength(funk) == 2.5
+    assert strength(gen.generate(Request(style="rock", seed=3, bars=2))) == 1.25
+    assert strength(gen.generate(Request(style="funk", seed=3, bars=2,
+                                         style_strength=1.0))) == 1.0
+    preset = next(p for p in PRESETS.values() if p.style == "afrobeat")
+    assert strength(gen.generate(Request(style=preset.name, seed=3, bars=2))) == 2.25
+    edited = gen.regenerate(RegenerateRequest(midi=funk[0].pattern, style="funk", bars=[2],
+                                              seed=4))
+    assert strength(edited) == 2.5
+    # and the strength is what played: the same seed at the old default samples otherwise
+    assert funk[0].tokens != gen.generate(Request(style="funk", seed=3, bars=2,
+                                                  style_strength=1.25))[0].tokens
 
 
 def test_cached_decoding_matches_uncached_with_padded_prompts(gen):
