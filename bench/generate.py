@@ -5,7 +5,8 @@
 Prints p50/p90 latency of a 4-bar groove, 8 variations and 16 bars through the public API,
 each against its target (issue 15) and as a multiple of its arithmetic floor: the model's
 FLOPs for the tokens it made, at this core's own fp32 matrix-product speed (measured in the
-run, on one thread). Then the
+run, on one thread), and of its memory floor: reading the weight matrices once per decoding
+step, at the speed this core streams them (measured in the run). Then the
 decoding engines on the same model over a 512-token sequence: the naive loop (whole sequence
 every step, the original design), the Hugging Face forward with its KV cache, `generate()` with
 our grammar processor, and drumgen's FastDecoder. Figures vary with machine load: compare the
@@ -34,15 +35,18 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def latency(gen: Generator, request: Request, repeats: int) -> tuple[list[float], int]:
-    times, tokens = [], 0
+def latency(gen: Generator, request: Request, repeats: int) -> tuple[list[float], int, int]:
+    """Times of `repeats` requests, the tokens they made and their decoding steps (a batch of
+    variations takes as many steps as its longest)."""
+    times, tokens, steps = [], 0, 0
     for i in range(repeats):
         request.seed = i
         start = time.perf_counter()
         grooves = gen.generate(request)
         times.append(time.perf_counter() - start)
         tokens += sum(len(g.tokens) - 3 for g in grooves)
-    return times, tokens
+        steps += max(len(g.tokens) - 3 for g in grooves)
+    return times, tokens, steps
 
 
 def flops_per_token(model) -> int:
@@ -63,6 +67,29 @@ def matmul_flops_per_s() -> float:
             a @ b
         best = min(best, (time.perf_counter() - start) / 10)
     return 2 * 512 ** 3 / best
+
+
+def weight_bytes_per_step(model) -> int:
+    """Bytes of the matrices every decoding step reads whole, whatever the batch: each
+    block's four and the output head. Far more than the caches hold (2 MB of L2 a core here),
+    so they come from memory every step."""
+    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
+               if p.dim() == 2 and (".h." in n or n.startswith("lm_head")))
+
+
+def weight_stream_bytes_per_s(model) -> float:
+    """How fast this core reads those matrices, cold: best of 5 passes summing each one."""
+    weights = [p.detach() for n, p in model.named_parameters()
+               if p.dim() == 2 and (".h." in n or n.startswith("lm_head"))]
+    size = sum(w.numel() * w.element_size() for w in weights)
+    best = float("inf")
+    for _ in range(5):
+        start = time.perf_counter()
+        for _ in range(10):
+            for w in weights:
+                w.sum()
+        best = min(best, (time.perf_counter() - start) / 10)
+    return size / best
 
 
 def pct(values: list[float], q: float) -> float:
@@ -114,18 +141,23 @@ def main() -> None:
     gen.generate(Request(style="funk", seed=0, variations=8))  # warm-up
     rate = on_inference_thread(matmul_flops_per_s)
     per_token = flops_per_token(gen.bundle.model)
+    step_bytes = weight_bytes_per_step(gen.bundle.model)
+    stream = on_inference_thread(weight_stream_bytes_per_s, gen.bundle.model)
     print(f"{per_token / 1e6:.1f} MFLOP a token; this core multiplies matrices at "
-          f"{rate / 1e9:.1f} GFLOP/s")
-    print("\n| request | p50 | target | p90 | tokens/s | p50 / arithmetic floor |\n"
-          "|---|---|---|---|---|---|")
+          f"{rate / 1e9:.1f} GFLOP/s. Every step reads {step_bytes / 1e6:.1f} MB of weight "
+          f"matrices, which this core streams at {stream / 1e9:.1f} GB/s")
+    print("\n| request | p50 | target | p90 | tokens/s | p50 / arithmetic floor | "
+          "p50 / memory floor |\n|---|---|---|---|---|---|---|")
     for label, req, target in [("one 4-bar groove", Request(style="funk", bars=4, tempo=100), 60),
                                ("8 variations, 4 bars", Request(style="funk", variations=8), 150),
                                ("one 16-bar groove", Request(style="rock", bars=16), 250)]:
-        times, tokens = latency(gen, req, args.repeats)
+        times, tokens, steps = latency(gen, req, args.repeats)
         floor = tokens / args.repeats * per_token / rate
+        memory = steps / args.repeats * step_bytes / stream
         print(f"| {label} | {pct(times, 0.5) * 1000:.0f} ms | {target} ms | "
               f"{pct(times, 0.9) * 1000:.0f} ms | {tokens / sum(times):.0f} | "
-              f"{pct(times, 0.5) / floor:.0f}x ({floor * 1000:.1f} ms) |")
+              f"{pct(times, 0.5) / floor:.0f}x ({floor * 1000:.1f} ms) | "
+              f"{pct(times, 0.5) / memory:.1f}x ({memory * 1000:.0f} ms) |")
     if args.no_engines:
         return
     new = gen.bundle.model.config.n_positions - 3
