@@ -32,6 +32,7 @@ from drumgen.pattern import MidiError  # noqa: E402
 from drumgen.render import Renderer  # noqa: E402
 from drumgen.schema import PARAMS, markdown_table  # noqa: E402
 
+FIRST_STYLE = "funk"  # the style the page opens on
 STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
 AUTO_KIT = "auto (fits the style)"  # the preset's or the style's kit, else the best installed
@@ -514,8 +515,25 @@ def on_model(model, style):
         d = service.sampling_defaults(model or None)
     except USER_ERRORS:
         return (gr.update(),) * 5
-    return (gr.update(choices=choices, value=style if style in choices else choices[0]),
-            d.temperature, d.top_k, d.top_p, d.style_strength)
+    style = style if style in choices else choices[0]
+    return (gr.update(choices=choices, value=style), d.temperature, d.top_k, d.top_p,
+            d.strength_for(_model_style(style)))
+
+
+def on_style_picked(style, model):
+    """The style strength slider moves to the model's own strength for the style the user
+    picked (`drumgen calibrate` gives each style its own). Only on the user's pick: a shared
+    link sets the style and its own strength together."""
+    try:
+        return service.sampling_defaults(model or None).strength_for(_model_style(style))
+    except USER_ERRORS:
+        return gr.update()
+
+
+def _model_style(style: str) -> str:
+    """The model style a style-or-preset name plays (a preset plays its GMD style)."""
+    preset = presets_mod.find(style or "")
+    return preset.style if preset else (style or "").strip().lower()
 
 
 def _defaults(model: str | None) -> GenerationDefaults:
@@ -786,7 +804,7 @@ def build() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    style = gr.Dropdown(STYLE_CHOICES, value="funk", label="Style or preset",
+                    style = gr.Dropdown(STYLE_CHOICES, value=FIRST_STYLE, label="Style or preset",
                                         allow_custom_value=True)  # a trained model's styles
                     style_info = gr.Markdown(describe("funk"))
                     with gr.Row():
@@ -815,7 +833,7 @@ def build() -> gr.Blocks:
                         temperature = _slider("temperature", start.temperature, "Temperature")
                         top_k = _slider("top_k", start.top_k, "Top-k (0 = off)")
                         top_p = _slider("top_p", start.top_p, "Top-p")
-                        style_strength = _slider("style_strength", start.style_strength,
+                        style_strength = _slider("style_strength", start.strength_for(FIRST_STYLE),
                                                  "Style strength",
                                                  info=PARAMS["style_strength"].help)
                         midi_layout = gr.Radio(list(MIDI_LAYOUTS), value="gm",
@@ -928,6 +946,8 @@ def build() -> gr.Blocks:
             dice.click(new_seed, None, seed, api_name="new_seed")
             style.change(on_style, style, [style_info, tempo, kit, swing],
                          api_visibility="private")
+            style.input(on_style_picked, [style, model], style_strength,
+                        api_visibility="private")
             model.change(on_model, [model, style], [style, temperature, top_k, top_p,
                                                     style_strength], api_visibility="private")
         with gr.Tab("Train"):

@@ -81,18 +81,20 @@ def test_variations_list_every_take_in_the_browser(app):
 
 
 def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
-    """The More section's sampling sliders follow the chosen model's generation.json."""
+    """The More section's sampling sliders follow the chosen model's generation.json, and
+    the style strength follows the style the user picks, where the model has one for it."""
     from playwright.sync_api import expect
 
     folder = app.user_models / "browser-defaults"
     shutil.copytree(apputil.ROOT / "models" / "drumgen-small", folder,
                     ignore=shutil.ignore_patterns("README.md"))
     (folder / "generation.json").write_text(json.dumps(
-        {"temperature": 0.7, "top_k": 20, "top_p": 0.9, "style_strength": 1.2, "extra": {}}))
+        {"temperature": 0.7, "top_k": 20, "top_p": 0.9, "style_strength": 1.2,
+         "style_strengths": {"jazz": 2.25, "afrobeat": 0.75}, "extra": {}}))
     shipped = read_defaults(apputil.ROOT / "models" / "drumgen-small")
     sliders = {"Temperature": (shipped.temperature, 0.7),
                "Top-k (0 = off)": (shipped.top_k, 20), "Top-p": (shipped.top_p, 0.9),
-               "Style strength": (shipped.style_strength, 1.2)}
+               "Style strength": (shipped.strength_for("funk"), 1.2)}
     try:
         with apputil.browser_page(app.url) as page:
             page.get_by_text("More", exact=True).first.click()
@@ -108,6 +110,14 @@ def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):
             expect(page.get_by_role("spinbutton", name="Style strength")).to_have_value(
                 "1.2", timeout=apputil.PAGE_TIMEOUT_MS)
             assert values() == {k: v[1] for k, v in sliders.items()}
+            strength = page.get_by_role("spinbutton", name="Style strength")
+            style = page.get_by_role("combobox", name="Style or preset")
+            # jazz has its own strength; a preset plays its style's (Tony Allen: afrobeat);
+            # rock has none, so it plays at the model's style_strength
+            for pick, expected in (("jazz", "2.25"), ("tony allen", "0.75"), ("rock", "1.2")):
+                style.fill(pick)
+                style.press("Enter")
+                expect(strength).to_have_value(expected, timeout=apputil.PAGE_TIMEOUT_MS)
     finally:
         shutil.rmtree(folder)
 
