@@ -23,17 +23,16 @@ from drumgen import draft as draft_mod  # noqa: E402
 from drumgen import finetune as finetune_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
 from drumgen import service  # noqa: E402
-from drumgen.constants import DENSITY_NAMES, DRUMS, GMD_STYLES, MIDI_LAYOUTS  # noqa: E402
-from drumgen.data import default_data_dir  # noqa: E402
+from drumgen.constants import DENSITY_NAMES, DRUMS, MIDI_LAYOUTS  # noqa: E402
 from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
-from drumgen.generate import Generator, Request, RequestError  # noqa: E402
+from drumgen.generate import Request, RequestError  # noqa: E402
 from drumgen.model import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
-from drumgen.render import Renderer  # noqa: E402
 from drumgen.schema import PARAMS, markdown_table  # noqa: E402
 
+# The work (models, kits, rendering, files, training) goes through `service`; the rest of
+# drumgen imported here is requests, errors, constants and text (tests/test_layout.py).
 FIRST_STYLE = "funk"  # the style the page opens on
-STYLE_CHOICES = list(GMD_STYLES) + [p.name for p in presets_mod.PRESETS.values()]
 NO_AUDIO_KIT = "none (MIDI only)"
 AUTO_KIT = "auto (fits the style)"  # the preset's or the style's kit, else the best installed
 USER_ERRORS = (RequestError, MidiError, ModelError, ValueError, FileNotFoundError,
@@ -113,7 +112,7 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
                                   audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    yield from _answers(result, kit, session, "generate")
+    yield from _answers(result, kit, session)
 
 
 #: The sampling and output parameters every edit endpoint shares, for their docstrings (the
@@ -226,23 +225,23 @@ def _edit(verb, request, kit, midi_layout, model, session):
                               audio=kit != NO_AUDIO_KIT)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
-    yield from _answers(result, kit, session, verb)
+    yield from _answers(result, kit, session)
 
 
-def _answers(result, kit, session, source):
+def _answers(result, kit, session):
     """The first answer as soon as the shown take's audio is there; then, when the .wav and
     the other takes' audio are rendered (`service.finish`), the whole answer. A page shows
     the first; `gradio_client`'s `predict` and MCP clients get the whole one."""
-    yield _answer(result, kit, session, source)
+    yield _answer(result, kit, session)
     if service.finish(result):
-        yield _answer(result, kit, session, source)
+        yield _answer(result, kit, session)
 
 
-def _answer(result, kit, session, source):
+def _answer(result, kit, session):
     """The outputs every groove-writing event shares: audio, grid, .mid, .wav, every take's
     files, the summary, the variation list, and the session (history and variations)."""
     take = result.takes[0]
-    info = result.info + (f"  \n{result.audio_note}" if result.audio_note else "")
+    info = summary(result)
     choices = [t.title for t in result.takes]
     # "All variations" only when there is more than one: with one, it would repeat the
     # .mid and the audio above it, and every API client would download them twice
@@ -250,7 +249,76 @@ def _answer(result, kit, session, source):
     grid_value = _grid(take)
     return (_audio(take, kit), grid_value, str(take.midi), _path(take.wav), files, info,
             gr.update(choices=choices, value=choices[0], visible=len(choices) > 1),
-            _push(session, grid_value, source, result))
+            _push(session, grid_value, result.verb, result))
+
+
+# -- the summary under the files ---------------------------------------------------------------
+
+#: What each edit did, in words, from its first groove's settings.
+EDIT_SUMMARIES = {
+    "regenerate": lambda g: (f"kept {', '.join(g.settings['keep_drums'])}, regenerated the "
+                             "rest" if "keep_drums" in g.settings else
+                             f"regenerated bar(s) {', '.join(map(str, g.settings['bars']))}"
+                             + (" as fills" if g.settings.get("fill") else "")),
+    "groove": lambda g: (f"played every hit with the model's "
+                         f"{'timing' if g.settings['keep_velocity'] else 'velocity and timing'}"
+                         f", strength {g.settings['strength']:g} ({g.settings['player']})"),
+    "drumify": lambda g: f"drums on {g.settings['onsets']} onsets",
+}
+
+
+def summary(result) -> str:
+    """A `service.Result` as the Markdown line under the files: what made it, its settings,
+    the kit that played and the times, then the audio note if there is one."""
+    if result.verb == "draft":
+        text = _draft_summary(result)
+    elif result.verb == "generate":
+        text = _generate_summary(result)
+    else:
+        text = _edit_summary(result)
+    return text + (f"  \n{result.audio_note}" if result.audio_note else "")
+
+
+def _generate_summary(result) -> str:
+    g, request = result.groove, result.request
+    return (f"{_groove_line(result, request.bars, request.tempo)}  \n"
+            f"{_sampling_line(g)}, density {request.density}, fill "
+            f"{'on' if request.fill else 'off'}, swing {g.settings['feel'].swing:g}%, "
+            f"humanize {g.settings['feel'].humanize:g}, {_output_line(result)}  \n"
+            f"generated in {_times(result)}")
+
+
+def _edit_summary(result) -> str:
+    g = result.groove
+    return (f"**{result.verb}**: {EDIT_SUMMARIES[result.verb](g)}. "
+            f"{_groove_line(result, g.pattern.bars, g.pattern.tempo)}  \n"
+            f"{_sampling_line(g)}, {_output_line(result)}  \nedited in {_times(result)}")
+
+
+def _draft_summary(result) -> str:
+    p = result.takes[0].pattern
+    return (f"**draft**: {len(p.hits)} hits, {p.bars} bars at {p.tempo:g} bpm, kit "
+            f"{result.kit or 'none'}, rendered in {result.render_s * 1000:.0f} ms")
+
+
+def _groove_line(result, bars, tempo) -> str:
+    g = result.groove
+    return (f"**{g.preset or g.style}** (style `{g.style}`), {bars} bars at {tempo:g} bpm, "
+            f"seed **{g.seed}**, {len(result.takes)} variation(s)")
+
+
+def _sampling_line(groove) -> str:
+    s = groove.settings
+    return (f"temperature {s['temperature']:g}, top-k {s['top_k']}, top-p {s['top_p']:g}, "
+            f"style strength {s['style_strength']:g}")
+
+
+def _output_line(result) -> str:
+    return f"kit {result.kit or 'none'}, MIDI {result.midi_layout}"
+
+
+def _times(result) -> str:
+    return f"{result.gen_s * 1000:.0f} ms, rendered in {result.render_s * 1000:.0f} ms"
 
 
 # -- the draft on the page --------------------------------------------------------------------
@@ -323,11 +391,9 @@ def edit_draft(grid, style, kit, midi_layout, session):
         midi_layout: gm, td11 or multitrack.
     """
     pattern, _, _ = _read_grid(grid)
-    result, used, render_s = _render_draft(pattern, style, kit, midi_layout)
+    result = _render_draft(pattern, style, kit, midi_layout)
     take = result.takes[0]
-    info = (f"**draft**: {len(pattern.hits)} hits, {pattern.bars} bars at {pattern.tempo:g} "
-            f"bpm, kit {used}, rendered in {render_s * 1000:.0f} ms"
-            + (f"  \n{result.audio_note}" if result.audio_note else ""))
+    info = summary(result)
     session = _push(session, dict(grid, title=f"Draft: {pattern.bars} bars at "
                                               f"{pattern.tempo:g} bpm"), "hand edit")
     yield _audio(take, kit), str(take.midi), _path(take.wav), info, session
@@ -372,7 +438,7 @@ def step_history(session, delta, kit, midi_layout, style):
         raise user_error("Nothing to undo." if delta < 0 else "Nothing to redo.")
     grid_value = session["takes"][index]["grid"]
     pattern, _, _ = _read_grid(grid_value)
-    result, _, _ = _render_draft(pattern, style, kit, midi_layout)
+    result = _render_draft(pattern, style, kit, midi_layout)
     service.finish(result)
     take = result.takes[0]
     where = f"take {index + 1} of {len(session['takes'])} ({session['takes'][index]['source']})"
@@ -442,9 +508,9 @@ def open_link(request: gr.Request, kit, midi_layout, session):
         return (*updates, *(gr.update(),) * 5)
     try:
         pattern = draft_mod.unpack(query["draft"])
-        result, _, _ = service.render_draft(pattern, query.get("style"), _kit(kit),
-                                            query.get("midi_layout") or midi_layout or "gm",
-                                            audio=kit != NO_AUDIO_KIT)
+        result = service.render_draft(pattern, query.get("style"), _kit(kit),
+                                     query.get("midi_layout") or midi_layout or "gm",
+                                     audio=kit != NO_AUDIO_KIT)
         service.finish(result)
     except USER_ERRORS as exc:  # a damaged code or a bad layout: the page stays as it was
         gr.Warning(f"The link's draft could not be opened: {exc}")
@@ -536,6 +602,13 @@ def _model_style(style: str) -> str:
     return preset.style if preset else (style or "").strip().lower()
 
 
+def _style_choices(model: str | None) -> list[str]:
+    try:
+        return service.style_choices(model)
+    except USER_ERRORS:  # an unreadable model: the page still opens, and says so on Generate
+        return []
+
+
 def _defaults(model: str | None) -> GenerationDefaults:
     try:
         return service.sampling_defaults(model)
@@ -592,18 +665,14 @@ def train(data_source, zip_file, name, from_scratch=False, preset="small", epoch
             stay as they were) or "all" (every weight).
         init_from: the model to fine-tune (default: the shipped model).
     """
-    gmd = default_data_dir() if data_source == service.GMD_SOURCE else None
-    if data_source == service.GMD_SOURCE and gmd is None:
-        raise user_error("data_source: this server has no Groove MIDI Dataset; upload a zip "
-                         "instead")
     try:
         request = service.TrainRequest(
-            name=name, zip_file=None if gmd else zip_file, data_source=data_source,
+            name=name, zip_file=zip_file, data_source=data_source,
             init_from=init_from or None, from_scratch=bool(from_scratch), preset=preset,
             epochs=epochs, time_budget=time_budget, lr=lr or None,  # the page's 0 = empty
             batch_size=_int(batch_size, "batch_size") or None, overwrite=bool(overwrite),
             train_only=train_only)
-        job = service.TRAINER.start(request, gmd)
+        job = service.TRAINER.start(request)
     except USER_ERRORS as exc:
         raise user_error(str(exc)) from None
     except Exception as exc:  # an unreadable upload, and the like
@@ -792,8 +861,7 @@ def _slider(key: str, value, label: str, **options) -> gr.Slider:
 
 
 def build() -> gr.Blocks:
-    renderer = Renderer.default()
-    kits = [AUTO_KIT] + [k.name for k in renderer.kits] + [NO_AUDIO_KIT]
+    kits = [AUTO_KIT, *service.kits(), NO_AUDIO_KIT]
     model_names = list(service.models())
     enabled, why = service.training_enabled()
     with gr.Blocks(title="drumgen", delete_cache=(600, 900)) as demo:
@@ -804,9 +872,11 @@ def build() -> gr.Blocks:
         with gr.Tab("Generate"):
             with gr.Row():
                 with gr.Column(scale=2):
-                    style = gr.Dropdown(STYLE_CHOICES, value=FIRST_STYLE, label="Style or preset",
+                    style = gr.Dropdown(_style_choices(model_names[0] if model_names
+                                                       else None),
+                                        value=FIRST_STYLE, label="Style or preset",
                                         allow_custom_value=True)  # a trained model's styles
-                    style_info = gr.Markdown(describe("funk"))
+                    style_info = gr.Markdown(describe(FIRST_STYLE))
                     with gr.Row():
                         tempo = _slider("tempo", 100, "Tempo (bpm)")
                         bars = _slider("bars", 4, "Bars")
@@ -1030,7 +1100,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", default=os.environ.get(
         "DRUMGEN_SHARE") == "1", help="ask Gradio for a public share link")
     args = parser.parse_args(argv)
-    Generator.load()  # load the shipped model once, before the first click
+    service.preload()  # load the shipped model once, before the first click
     demo = build()
     kwargs = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
               "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),

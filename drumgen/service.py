@@ -19,6 +19,7 @@ from . import finetune, schema
 from . import presets as presets_mod
 from .archive import ArchiveError, safe_extract
 from .constants import MIDI_LAYOUTS
+from .data import default_data_dir
 from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
 from .model import FILES, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES, atomic_write_bytes
@@ -115,6 +116,16 @@ def style_choices(model: str | None = None) -> list[str]:
     return [str(s).lower() for s in styles] + [p.name for p in presets_mod.PRESETS.values()]
 
 
+def preload(model: str | None = None) -> None:
+    """Load `model` (default: the shipped one) now, so that the first request need not wait."""
+    Generator.load(model_path(model))
+
+
+def kits() -> list[str]:
+    """The full names of the installed kits, best first (what `kit` accepts)."""
+    return [k.name for k in Renderer.default().kits]
+
+
 # ---------------------------------------------------------------------------------------------
 # Generation
 
@@ -131,16 +142,23 @@ class Take:
 
 @dataclass
 class Result:
-    """What a request made. Only the first take's audio comes at once: `finish` renders the
-    WAV and the other takes' audio after the first answer has gone out."""
+    """What a request made, as facts (the app words them): the takes, the verb and request
+    that made them, the first take's groove, the kit and the times. Only the first take's
+    audio comes at once: `finish` renders the WAV and the other takes' audio after the first
+    answer has gone out."""
 
     takes: list[Take]
-    info: str
-    audio_note: str = ""
-    kit: str | None = None  # the kit the audio plays with
+    verb: str = "generate"  # "generate", an edit verb (`EDITS`), or "draft"
+    request: object = None  # as asked (a draft has none)
+    groove: object = None  # the first take's Groove: style, preset, seed, settings
+    kit: str | None = None  # the kit the audio plays with; None: no audio
+    midi_layout: str = "gm"
+    gen_s: float = 0.0  # the model's time (0 for a draft)
+    render_s: float = 0.0  # the first take's audio
+    audio_note: str = ""  # why there is no audio, or why some failed
     wav: bool = True  # whether each take gets a .wav as well
     pending: bool = False  # audio still to render (`finish`)
-    first: object = field(default=None, repr=False)  # the first take's samples, for its .wav
+    samples: object = field(default=None, repr=False)  # the first take's audio, for its .wav
 
     @property
     def files(self) -> list[Path]:
@@ -158,29 +176,11 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
     start = time.perf_counter()
     grooves = gen.generate(request)
     gen_s = time.perf_counter() - start
-    result, used, render_s = _package(grooves, request.tempo, kit, midi_layout, wav, audio)
-    first = grooves[0]
-    result.info = (
-        f"**{first.preset or first.style}** (style `{first.style}`), {request.bars} bars at "
-        f"{request.tempo:g} bpm, seed **{first.seed}**, {len(grooves)} variation(s)  \n"
-        f"{_sampling_line(first)}, density {request.density}, fill "
-        f"{'on' if request.fill else 'off'}, swing {first.settings['feel'].swing:g}%, "
-        f"humanize {first.settings['feel'].humanize:g}, kit {used}, MIDI {midi_layout}  \n"
-        f"generated in {gen_s * 1000:.0f} ms, rendered in {render_s * 1000:.0f} ms")
-    return result
+    return _package(grooves, "generate", request, gen_s, kit, midi_layout, wav, audio)
 
 
-#: The edit verbs of `Generator` (and `drumgen.edit`) the app offers, with their summaries.
-EDITS = {
-    "regenerate": lambda g: (f"kept {', '.join(g.settings['keep_drums'])}, regenerated the "
-                             "rest" if "keep_drums" in g.settings else
-                             f"regenerated bar(s) {', '.join(map(str, g.settings['bars']))}"
-                             + (" as fills" if g.settings.get("fill") else "")),
-    "groove": lambda g: (f"played every hit with the model's "
-                         f"{'timing' if g.settings['keep_velocity'] else 'velocity and timing'}"
-                         f", strength {g.settings['strength']:g} ({g.settings['player']})"),
-    "drumify": lambda g: f"drums on {g.settings['onsets']} onsets",
-}
+#: The edit verbs of `Generator` (and `drumgen.edit`) the app offers.
+EDITS = ("regenerate", "groove", "drumify")
 
 
 def edit(verb: str, request, model: str | None = None, kit: str | None = None,
@@ -196,16 +196,7 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
     start = time.perf_counter()
     grooves = getattr(gen, verb)(request)
     gen_s = time.perf_counter() - start
-    first = grooves[0]
-    result, used, render_s = _package(grooves, first.pattern.tempo, kit, midi_layout, wav,
-                                      audio)
-    result.info = (
-        f"**{verb}**: {EDITS[verb](first)}. **{first.preset or first.style}** (style "
-        f"`{first.style}`), {first.pattern.bars} bars at {first.pattern.tempo:g} bpm, seed "
-        f"**{first.seed}**, {len(grooves)} variation(s)  \n{_sampling_line(first)}, kit "
-        f"{used}, MIDI {midi_layout}  \nedited in {gen_s * 1000:.0f} ms, rendered in "
-        f"{render_s * 1000:.0f} ms")
-    return result
+    return _package(grooves, verb, request, gen_s, kit, midi_layout, wav, audio)
 
 
 def _check_layout(midi_layout: str) -> None:
@@ -232,22 +223,18 @@ def _checked_file(name: str, value: str | os.PathLike, limit: int) -> Path:
     return path
 
 
-def _sampling_line(groove) -> str:
-    s = groove.settings
-    return (f"temperature {s['temperature']:g}, top-k {s['top_k']}, top-p {s['top_p']:g}, "
-            f"style strength {s['style_strength']:g}")
-
-
-def _package(grooves, tempo: float, kit: str | None, midi_layout: str, wav: bool,
-             audio: bool) -> tuple[Result, str, float]:
-    """Each groove's .mid (and audio) in a fresh folder; returns the result, the kit that
-    played and the render time."""
+def _package(grooves, verb: str, request, gen_s: float, kit: str | None, midi_layout: str,
+             wav: bool, audio: bool) -> Result:
+    """Each groove's .mid (and audio) in a fresh folder, with what made them."""
+    tempo = grooves[0].pattern.tempo
     items = []
     for i, groove in enumerate(grooves):
         stem = f"drumgen_{groove.style}_{int(tempo)}bpm_seed{groove.seed}" + (
             f"_v{i + 1}" if len(grooves) > 1 else "")
         items.append((groove.pattern, stem, f"drumgen {groove.preset or groove.style}"))
-    return package(items, kit, midi_layout, wav, audio)
+    result = package(items, kit, midi_layout, wav, audio)
+    result.verb, result.request, result.groove, result.gen_s = verb, request, grooves[0], gen_s
+    return result
 
 
 def _kit_for(style: str | None, kit: str | None) -> str | None:
@@ -264,37 +251,36 @@ def _kit_for(style: str | None, kit: str | None) -> str | None:
 
 
 def render_draft(pattern, style: str | None = None, kit: str | None = None,
-                 midi_layout: str = "gm", wav: bool = True,
-                 audio: bool = True) -> tuple[Result, str, float]:
+                 midi_layout: str = "gm", wav: bool = True, audio: bool = True) -> Result:
     """A hand-edited draft's .mid and audio (no model involved)."""
     _check_layout(midi_layout)
     stem = f"drumgen_draft_{int(pattern.tempo)}bpm_{uuid.uuid4().hex[:6]}"
-    return package([(pattern, stem, "drumgen draft")], _kit_for(style, kit) if audio else None,
-                   midi_layout, wav, audio)
+    result = package([(pattern, stem, "drumgen draft")],
+                     _kit_for(style, kit) if audio else None, midi_layout, wav, audio)
+    result.verb = "draft"
+    return result
 
 
-def package(items, kit: str | None, midi_layout: str, wav: bool,
-            audio: bool) -> tuple[Result, str, float]:
+def package(items, kit: str | None, midi_layout: str, wav: bool, audio: bool) -> Result:
     """(pattern, file stem, track name) items written as .mid into a fresh folder, and the
-    first item's OGG audio (`finish` writes the rest); returns the result, the kit that
-    played and the first render's time."""
+    first item's OGG audio (`finish` writes the rest)."""
     folder = TEMP.new()
     renderer = Renderer.default()
     takes = [Take(pattern.save(folder / f"{stem}.mid", kit=midi_layout, name=name), None, None,
                   pattern, f"Variation {i + 1}") for i, (pattern, stem, name) in enumerate(items)]
-    result = Result(takes, "", kit=kit, wav=wav)
-    render_s = 0.0
+    playing = audio and renderer.available
+    result = Result(takes, kit=renderer.kit(kit).name if playing else None,
+                    midi_layout=midi_layout, wav=wav)
     if not audio:
         result.audio_note = "Audio off (kit: none)."
     elif not renderer.available:
         result.audio_note = f"No audio: {renderer.reason}. The MIDI and the grid still work."
     else:
         t = time.perf_counter()
-        result.first = _render_take(result, takes[0], wav=False)
-        render_s = time.perf_counter() - t
-        result.pending = result.first is not None and (wav or len(takes) > 1)
-    used = renderer.kit(kit).name if renderer.available and audio else "none"
-    return result, used, render_s
+        result.samples = _render_take(result, takes[0], wav=False)
+        result.render_s = time.perf_counter() - t
+        result.pending = result.samples is not None and (wav or len(takes) > 1)
+    return result
 
 
 def finish(result: Result) -> bool:
@@ -306,13 +292,13 @@ def finish(result: Result) -> bool:
     if result.wav and first.wav is None:
         try:
             first.wav = atomic_write_bytes(first.midi.with_suffix(".wav"),
-                                           encode(result.first, "WAV"))
+                                           encode(result.samples, "WAV"))
         except OSError as exc:  # the folder pruned meanwhile, a full disk
             result.audio_note = f"The .wav failed ({exc}); the audio and the MIDI are fine."
     for take in rest:
         if take.audio is None and _render_take(result, take, result.wav) is None:
             break  # the note says why; the takes after it would fail alike
-    result.pending, result.first = False, None
+    result.pending, result.samples = False, None
     return True
 
 
@@ -471,13 +457,14 @@ class Trainer:
     def busy(self) -> bool:
         return self.job is not None and not self.job.done
 
-    def start(self, request: TrainRequest, data_dir: Path | None = None) -> Job:
-        """Check `request` and start it; `data_dir` (a folder on this server) is the data
-        when no zip is given."""
+    def start(self, request: TrainRequest) -> Job:
+        """Check `request` and start it: on the uploaded zip, or on this server's Groove MIDI
+        Dataset when `data_source` asks for it."""
         enabled, why = training_enabled()
         if not enabled:
             raise RequestError(why)
         request.validate()
+        gmd = _gmd() if request.data_source == GMD_SOURCE else None
         base = None if request.from_scratch else _base(request.init_from)
         cfg = request.config()
         with self._lock:
@@ -486,7 +473,7 @@ class Trainer:
             target = _target(request.name, request.overwrite)
             workdir = TEMP.new(job=True)
             try:
-                data_dir = _unpack(request.zip_file, workdir) or data_dir
+                data_dir = gmd or _unpack(request.zip_file, workdir)
                 if data_dir is None:
                     raise RequestError("zip_file: no data: upload a zip of style folders of "
                                        "MIDI files")
@@ -535,6 +522,16 @@ def _base(name: str | None) -> Path:
         return model_path(name)
     except RequestError as exc:
         raise RequestError(f"init_from: {str(exc).removeprefix('model: ')}") from None
+
+
+def _gmd() -> Path:
+    """This server's Groove MIDI Dataset (`drumgen.data.default_data_dir`), refused by
+    `data_source` when there is none."""
+    found = default_data_dir()
+    if found is None:
+        raise RequestError("data_source: this server has no Groove MIDI Dataset; upload a zip "
+                           "instead")
+    return found
 
 
 def _unpack(zip_file: str | os.PathLike | None, workdir: Path) -> Path | None:

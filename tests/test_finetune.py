@@ -117,3 +117,14 @@ def test_the_model_card_says_base_data_settings_steps_and_loss(one_file_run, tmp
 def test_a_bad_request_names_its_parameter(changes, words):
     with pytest.raises(RequestError, match=words.replace("(", r"\(")):
         TrainRequest(**{"name": "ok", **changes}).validate()
+
+
+def test_the_gmd_source_without_gmd_on_the_server_is_refused_naming_data_source(monkeypatch):
+    """The Trainer finds the server's GMD itself (the app only passes `data_source`)."""
+    from drumgen import service
+    monkeypatch.setattr(service, "default_data_dir", lambda: None)
+    monkeypatch.setattr(service, "training_enabled", lambda: (True, ""))
+    trainer = service.Trainer()
+    with pytest.raises(RequestError, match="data_source: this server has no Groove MIDI"):
+        trainer.start(TrainRequest(name="ok", data_source=service.GMD_SOURCE))
+    assert trainer.job is None

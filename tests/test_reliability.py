@@ -111,9 +111,11 @@ def test_training_is_off_on_public_deployments_unless_enabled(monkeypatch, tmp_p
     on, why = service.training_enabled()
     assert on is enabled
     if not enabled:  # the trainer itself refuses, with the reason, before touching any data
+        monkeypatch.setenv("DRUMGEN_DATA", str(tmp_path))  # the server's GMD, as it finds it
         with pytest.raises(RequestError, match="Training is (off|disabled)"):
-            service.Trainer().start(service.TrainRequest(name="x", from_scratch=True,
-                                                         preset="debug", epochs=1), tmp_path)
+            service.Trainer().start(service.TrainRequest(
+                name="x", data_source=service.GMD_SOURCE, from_scratch=True, preset="debug",
+                epochs=1))
         assert not list(tmp_path.iterdir())
 
 
