@@ -15,7 +15,7 @@ demo: setup
 	$(BIN)/python app.py
 
 test: setup-dev
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=15 tests
 
 # The fast tier: everything not marked slow (no app server, no browser, no subprocess CLI).
 test-fast: setup-dev

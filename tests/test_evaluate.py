@@ -56,12 +56,33 @@ def test_target_misses_names_each_target_missed_and_only_those():
     assert target_misses(report) == ["offset_sd: overlap ratio 0.750, under 0.9"]
 
 
-@pytest.mark.slow  # a CLI subprocess
-def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
+@pytest.mark.slow  # three evaluations of a few grooves
+def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
+    """`calibrate --save` writes each style's chosen strength into the model folder, and
+    `evaluate` at the folder's defaults then plays each style at its own and reports it."""
+    import shutil
+    folder = tmp_path / "model"
+    shutil.copytree(shipped, folder)
+    before = json.loads((folder / "generation.json").read_text())
+    assert cli.main(["calibrate", "--model", str(folder), "--strengths", "0.5,9"]) == 2
+    assert "style_strength" in capsys.readouterr().err  # refused before any work
+    assert cli.main(["calibrate", "--model", str(folder), "--data", str(small_gmd),
+                     "--strengths", "0.5,2", "--per-style", "8", "--save"]) in (0, None)
+    out = capsys.readouterr().out
+    saved = json.loads((folder / "generation.json").read_text())
+    table = re.findall(r"^\| (\w+) \(([\d.]+)\) \| (.*) \| ([\d.]+) \((.*)\) \|$", out, re.M)
+    assert {t[0] for t in table} == {"funk", "rock", "jazz"}  # small_gmd's styles with grooves
+    for style, _, cells, chosen, _ in table:
+        # a candidate, or the model's default where neither kept the diversity in range
+        assert saved["style_strengths"][style] == float(chosen) in (
+            0.5, 2.0, before["style_strength"])
+        assert cells.count("**") == (2 if float(chosen) in (0.5, 2.0) else 0)  # chosen: bold
+    assert {k: v for k, v in saved.items() if k != "style_strengths"} == {
+        k: v for k, v in before.items() if k != "style_strengths"}
+
     out_json = tmp_path / "eval" / "report.json"
-    code = cli.main(["evaluate", "--model", str(shipped), "--data", str(small_gmd),
-                     "--per-style", "8", "--style-strength", "0.5", "--json", str(out_json),
-                     "--check"])
+    code = cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd),
+                     "--per-style", "8", "--json", str(out_json), "--check"])
     out = capsys.readouterr().out
     report = json.loads(out_json.read_text())
     misses = report["target_misses"]
@@ -72,7 +93,8 @@ def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
     nll, ppl = float(head[1]), float(head[2])
     assert 0.5 < nll < 6 and ppl == pytest.approx(math.exp(nll), rel=1e-3)
     assert float(head[3]) == 100.0
-    assert "style strength 0.5" in head[5]
+    played = ", ".join(f"{s} {saved['style_strengths'][s]:g}" for s in ("rock", "funk", "jazz"))
+    assert head[5].endswith(f"style strength {played}"), head[5]
     rows = re.findall(r"^\| (\w+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) / ([\d.]+) ",
                       out, re.M)
     # small_gmd's validation beats give 4-bar grooves in funk, rock and jazz (hiphop: too few)
@@ -109,7 +131,9 @@ def test_evaluate_cli_prints_the_report(shipped, small_gmd, capsys, tmp_path):
         assert r["style"] not in r["confused_with"]
         printed = next(row for row in rows if row[0] == r["style"])
         assert f"{r['acc_gen']:.2f}" == printed[3]
-    assert report["validity"] == 1.0 and report["sampling"]["style_strength"] == 0.5
+    assert report["validity"] == 1.0
+    assert report["sampling"]["style_strength"] == {
+        s: saved["style_strengths"][s] for s in ("rock", "funk", "jazz")}
 
 
 def test_the_model_card_states_the_saved_generation_defaults(shipped):
@@ -146,7 +170,7 @@ def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
                               {r.path for r in beats}, per_style=8)
 
 
-def _row(acc_gen, acc_real=0.6, diversity=None, c2st=None):
+def _cal_row(acc_gen, acc_real=0.6, diversity=None, c2st=None):
     row = {"acc_gen": acc_gen, "acc_real": acc_real}
     if diversity is not None:
         row["realism"] = {"distance_gen": diversity, "distance_train": 1.0, "c2st_gen": c2st}
@@ -156,46 +180,18 @@ def _row(acc_gen, acc_real=0.6, diversity=None, c2st=None):
 def test_choose_strength_takes_the_least_telling_recognised_candidate():
     from drumgen.evaluate import CALIBRATION_ACC_MARGIN, choose_strength
     ok = 0.6 + CALIBRATION_ACC_MARGIN
-    rows = {1.0: _row(ok - 0.01, diversity=1.0, c2st=0.80),   # not recognised enough
-            1.5: _row(ok, diversity=1.0, c2st=0.86),          # passes
-            2.0: _row(0.95, diversity=1.0, c2st=0.84),        # passes, less telling: chosen
-            2.5: _row(0.99, diversity=0.91, c2st=0.70)}       # too narrow, by the margin
+    rows = {1.0: _cal_row(ok - 0.01, diversity=1.0, c2st=0.80),   # not recognised enough
+            1.5: _cal_row(ok, diversity=1.0, c2st=0.86),          # passes
+            2.0: _cal_row(0.95, diversity=1.0, c2st=0.84),        # passes, less telling: chosen
+            2.5: _cal_row(0.99, diversity=0.91, c2st=0.70)}       # too narrow, by the margin
     assert choose_strength(rows, 1.75) == (2.0, "least telling of 2 passing")
     # none recognised enough: the best recognised within the diversity range
-    rows = {1.0: _row(0.3, diversity=1.0, c2st=0.8), 2.0: _row(0.5, diversity=1.0, c2st=0.9),
-            2.5: _row(0.9, diversity=0.5, c2st=0.7)}
+    rows = {1.0: _cal_row(0.3, diversity=1.0, c2st=0.8), 2.0: _cal_row(0.5, diversity=1.0, c2st=0.9),
+            2.5: _cal_row(0.9, diversity=0.5, c2st=0.7)}
     assert choose_strength(rows, 1.75)[0] == 2.0
     # none within the diversity range: the model's default stays
-    rows = {1.0: _row(0.9, diversity=0.5, c2st=0.8), 2.0: _row(0.9, diversity=1.3, c2st=0.8)}
+    rows = {1.0: _cal_row(0.9, diversity=0.5, c2st=0.8), 2.0: _cal_row(0.9, diversity=1.3, c2st=0.8)}
     assert choose_strength(rows, 1.75) == (
         1.75, "none within the diversity range: the model's default kept")
     # a style too small for a C2ST: the lowest passing strength
-    assert choose_strength({2.0: _row(0.9), 1.5: _row(0.9), 1.0: _row(0.1)}, 1.75)[0] == 1.5
-
-
-@pytest.mark.slow  # eight evaluations of a few grooves
-def test_calibrate_cli_saves_each_styles_strength_and_evaluate_plays_them(shipped, small_gmd,
-                                                                         tmp_path, capsys):
-    import shutil
-    folder = tmp_path / "model"
-    shutil.copytree(shipped, folder)
-    before = json.loads((folder / "generation.json").read_text())
-    assert cli.main(["calibrate", "--model", str(folder), "--data", str(small_gmd),
-                     "--strengths", "0.5,2", "--per-style", "4", "--save"]) in (0, None)
-    out = capsys.readouterr().out
-    saved = json.loads((folder / "generation.json").read_text())
-    table = re.findall(r"^\| (\w+) \(([\d.]+)\) \| (.*) \| ([\d.]+) \((.*)\) \|$", out, re.M)
-    assert {t[0] for t in table} == {"funk", "rock", "jazz"}  # small_gmd's styles with grooves
-    for style, _, cells, chosen, _ in table:
-        # a candidate, or the model's default where neither kept the diversity in range
-        assert saved["style_strengths"][style] == float(chosen) in (
-            0.5, 2.0, before["style_strength"])
-        assert cells.count("**") == (2 if float(chosen) in (0.5, 2.0) else 0)  # chosen: bold
-    assert {k: v for k, v in saved.items() if k != "style_strengths"} == {
-        k: v for k, v in before.items() if k != "style_strengths"}
-    assert cli.main(["calibrate", "--model", str(folder), "--strengths", "0.5,9"]) == 2
-    assert "style_strength" in capsys.readouterr().err
-    cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd), "--per-style", "4"])
-    head = capsys.readouterr().out.splitlines()[0]
-    played = ", ".join(f"{s} {saved['style_strengths'][s]:g}" for s in ("rock", "funk", "jazz"))
-    assert f"style strength {played})" in head, head
+    assert choose_strength({2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}, 1.75)[0] == 1.5
