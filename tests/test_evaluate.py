@@ -145,6 +145,10 @@ def test_the_model_card_states_the_saved_generation_defaults(shipped):
     assert float(row[1]) == saved["temperature"] and float(row[2]) == saved["top_p"]
     assert (int(row[4]) if row[4] else 0) == saved["top_k"]
     assert float(row[5]) == saved["style_strength"]
+    per_style = re.search(r"style strength [\d.]+, per style: ([^(]*) \(", card)
+    assert per_style, "the card lost the per-style strengths"
+    assert {s: float(v) for s, v in (pair.split() for pair in per_style[1].split(", "))} == \
+        saved["style_strengths"]
 
 
 def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
