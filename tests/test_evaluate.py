@@ -190,12 +190,15 @@ def test_choose_strength_takes_the_least_telling_recognised_candidate():
             2.5: _cal_row(0.99, diversity=0.91, c2st=0.70)}       # too narrow, by the margin
     assert choose_strength(rows, 1.75) == (2.0, "least telling of 2 passing")
     # none recognised enough: the best recognised within the diversity range
-    rows = {1.0: _cal_row(0.3, diversity=1.0, c2st=0.8), 2.0: _cal_row(0.5, diversity=1.0, c2st=0.9),
+    rows = {1.0: _cal_row(0.3, diversity=1.0, c2st=0.8),
+            2.0: _cal_row(0.5, diversity=1.0, c2st=0.9),
             2.5: _cal_row(0.9, diversity=0.5, c2st=0.7)}
     assert choose_strength(rows, 1.75)[0] == 2.0
     # none within the diversity range: the model's default stays
-    rows = {1.0: _cal_row(0.9, diversity=0.5, c2st=0.8), 2.0: _cal_row(0.9, diversity=1.3, c2st=0.8)}
+    rows = {1.0: _cal_row(0.9, diversity=0.5, c2st=0.8),
+            2.0: _cal_row(0.9, diversity=1.3, c2st=0.8)}
     assert choose_strength(rows, 1.75) == (
         1.75, "none within the diversity range: the model's default kept")
     # a style too small for a C2ST: the lowest passing strength
-    assert choose_strength({2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}, 1.75)[0] == 1.5
+    small = {2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}
+    assert choose_strength(small, 1.75)[0] == 1.5

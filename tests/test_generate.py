@@ -311,3 +311,29 @@ def test_cli_generate_writes_midi_and_wav(tmp_path):
     run = subprocess.run([sys.executable, "-m", "drumgen", "generate", "--bars", "40"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert run.returncode == 2 and "bars must be from 1 to 16" in run.stderr
+
+
+def test_grammar_processor_keeps_generate_to_the_grammar(gen):
+    """`GrammarLogitsProcessor` under transformers' own `generate()`: with room for the bars
+    asked (it never closes bars early, see its docstring), every row ends in EOS with exactly
+    that many valid bars, and rows that finish first are padded. (Without the processor the
+    same call breaks the grammar.)"""
+    from drumgen.sampling import GrammarLogitsProcessor
+    tok, model = gen.tokenizer, gen.bundle.model
+    prompt = [tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]
+    grammars = [Grammar(tok, 2) for _ in range(3)]
+    for g in grammars:
+        for t in prompt:
+            g.advance(t)
+    ids = torch.tensor([prompt] * 3)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = model.generate(input_ids=ids, style_ids=torch.tensor([gen.styles.index("funk")] * 3),
+                             attention_mask=torch.ones_like(ids), max_new_tokens=200,
+                             do_sample=True, top_k=0, logits_processor=[
+                                 GrammarLogitsProcessor(grammars, len(prompt))],
+                             pad_token_id=tok.pad, eos_token_id=tok.eos)
+    for row in out.tolist():
+        body = row[: row.index(tok.eos) + 1]
+        assert tok.check(body, bars=2) == [], tok.check(body, bars=2)
+        assert all(t == tok.pad for t in row[len(body):])
