@@ -4,6 +4,7 @@ fit-velocities, roundtrip, data fetch|stats."""
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -170,6 +171,14 @@ def cmd_calibrate(args) -> None:
     result = calibrate_strengths(folder, _resolve_data(args.data), args.strengths,
                                  per_style=args.per_style, bars=args.bars, seed=args.seed)
     print(calibration_table(result))
+    if args.json:
+        from .evaluate import report_json
+        from .pattern import atomic_write_bytes
+        reports = {f"{s:g}": json.loads(report_json(r)) for s, r in result["reports"].items()}
+        atomic_write_bytes(args.json, json.dumps({"chosen": result["chosen"],
+                                                  "why": result["why"],
+                                                  "reports": reports}, indent=1).encode())
+        print(f"wrote {args.json}")
     if args.save:
         defaults = dataclasses.replace(read_defaults(folder), style_strengths=result["chosen"])
         write_defaults(folder, defaults)
@@ -354,6 +363,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--per-style", type=int, default=128, help="grooves per style and candidate")
     c.add_argument("--bars", type=int, default=4)
     c.add_argument("--seed", type=int, default=5, help="the selection stream")
+    c.add_argument("--json", type=Path, default=None,
+                   help="also write every candidate's report and the choice to this file")
     c.add_argument("--save", action="store_true",
                    help="write the chosen strengths into the model's generation.json")
     c.set_defaults(func=cmd_calibrate)

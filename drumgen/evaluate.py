@@ -461,12 +461,13 @@ def report_json(report: dict) -> str:
                       allow_nan=False)
 
 
-#: `calibrate_strengths`'s rule, fixed before any candidate was measured: a style's strength
-#: must leave its grooves recognised by the style classifier this much above the real ceiling,
-#: and its diversity ratio this far inside DIVERSITY_RANGE, so that a fresh stream's sampling
-#: noise (about 0.03 in accuracy at 128 grooves) does not undo the choice.
+#: `calibrate_strengths`'s rule: a style's strength must leave its grooves recognised by the
+#: style classifier this much above the real ceiling, and its diversity ratio and overlap
+#: ratio this far inside their targets, so that a fresh stream's sampling noise (about 0.03 in
+#: accuracy at 128 grooves) does not undo the choice.
 CALIBRATION_ACC_MARGIN = 0.03
 CALIBRATION_DIVERSITY_MARGIN = 0.02
+CALIBRATION_OA_MARGIN = 0.02
 
 
 def calibrate_strengths(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
@@ -475,14 +476,9 @@ def calibrate_strengths(model_dir: str | os.PathLike | None, data_dir: str | os.
     """Each style's default style strength, chosen on the validation split.
 
     Every candidate in `strengths` generates the same stream (`seed`: the same tempos and
-    request seeds), so the candidates differ only in strength. A candidate passes for a style
-    when the classifier recognises its grooves `CALIBRATION_ACC_MARGIN` above the real ceiling
-    and its diversity ratio lies `CALIBRATION_DIVERSITY_MARGIN` inside `DIVERSITY_RANGE`. Of
-    the passing candidates the style takes the least telling one (the lowest C2ST, generated
-    vs validation; the lowest strength where the style has too few windows for a C2ST). With
-    none passing, it takes the candidate recognised best among those inside the diversity
-    range, else keeps the model's own default. Returns `{"chosen": {style: strength},
-    "why": {style: str}, "reports": {strength: report}}`."""
+    request seeds), so the candidates differ only in strength; `choose_strength` applies the
+    rule to each style's rows. Returns `{"chosen": {style: strength}, "why": {style: str},
+    "reports": {strength: report}}`."""
     gen = Generator.load(model_dir, device="cpu")
     real = real_data(gen.styles, data_dir, bars)
     reports = {}
@@ -490,35 +486,54 @@ def calibrate_strengths(model_dir: str | os.PathLike | None, data_dir: str | os.
         progress(f"candidate {i + 1} of {len(strengths)}: style strength {s:g}")
         reports[s] = evaluate(None, data_dir, per_style, bars, seed, style_strength=s,
                               real=real, generator=gen)
+    summary = realism_summary(reports[strengths[0]])
+    copy_cap = summary["copy_val"] if summary else 1.0  # real data's: no candidate changes it
     chosen, why = {}, {}
     for k, style in enumerate(real.styles):
         chosen[style], why[style] = choose_strength(
-            {s: reports[s]["rows"][k] for s in strengths}, gen.bundle.defaults.strength_for(style))
+            {s: reports[s]["rows"][k] for s in strengths}, gen.bundle.defaults.strength_for(style),
+            copy_cap)
     return {"chosen": chosen, "why": why, "reports": reports}
 
 
-def choose_strength(rows: dict[float, dict], default: float) -> tuple[float, str]:
+def choose_strength(rows: dict[float, dict], default: float,
+                    copy_cap: float = 1.0) -> tuple[float, str]:
     """`calibrate_strengths`'s rule for one style, from its report row at each candidate
-    strength; returns the strength and why, in words."""
+    strength; returns the strength and why, in words.
+
+    A candidate is *sound* when its diversity ratio lies `CALIBRATION_DIVERSITY_MARGIN` inside
+    `DIVERSITY_RANGE`, its overlap ratio is at least `OA_TARGET` + `CALIBRATION_OA_MARGIN`,
+    and it copies training windows no more often than `copy_cap` (real validation windows'
+    pooled rate); it *passes* when, besides, the classifier recognises its grooves
+    `CALIBRATION_ACC_MARGIN` above the real ceiling. The least telling passing candidate wins
+    (the lowest C2ST, generated vs validation; the lowest strength where the style has too
+    few windows for a C2ST); with none passing, the best recognised sound one; with none
+    sound, `default`."""
     lo, hi = DIVERSITY_RANGE
     lo, hi = lo + CALIBRATION_DIVERSITY_MARGIN, hi - CALIBRATION_DIVERSITY_MARGIN
-    spread = {s: r for s, r in rows.items()
-              if "realism" not in r or lo <= diversity_ratio(r["realism"]) <= hi}
-    passing = [s for s, r in spread.items()
+
+    def sound(r: dict) -> bool:
+        if oa_ratio(r) < OA_TARGET + CALIBRATION_OA_MARGIN:
+            return False
+        m = r.get("realism")
+        return m is None or (lo <= diversity_ratio(m) <= hi and m["copy_gen"] <= copy_cap)
+
+    good = {s: r for s, r in rows.items() if sound(r)}
+    passing = [s for s, r in good.items()
                if r["acc_gen"] >= r["acc_real"] + CALIBRATION_ACC_MARGIN]
     if passing:
         return min(passing, key=lambda s: (
             rows[s]["realism"]["c2st_gen"] if "realism" in rows[s] else 0, s)), \
             f"least telling of {len(passing)} passing"
-    if spread:
-        return (max(spread, key=lambda s: rows[s]["acc_gen"]),
-                "none passed: recognised best within the diversity range")
-    return default, "none within the diversity range: the model's default kept"
+    if good:
+        return (max(good, key=lambda s: rows[s]["acc_gen"]),
+                "none passed: the best recognised sound one")
+    return default, "none sound: the model's default kept"
 
 
 def calibration_table(result: dict) -> str:
-    """Per style and candidate strength: classifier accuracy (real ceiling), diversity ratio
-    and C2ST, the chosen one in bold."""
+    """Per style and candidate strength: classifier accuracy (real ceiling), overlap ratio,
+    diversity ratio, copy rate and C2ST, the chosen one in bold."""
     reports = result["reports"]
     strengths = list(reports)
     first = reports[strengths[0]]
@@ -528,10 +543,11 @@ def calibration_table(result: dict) -> str:
         style, cells = row["style"], []
         for s in strengths:
             r = reports[s]["rows"][k]
-            cell = f"acc {r['acc_gen']:.2f}"
+            cell = f"acc {r['acc_gen']:.2f}, OA {oa_ratio(r):.2f}"
             if "realism" in r:
-                cell += (f", div {diversity_ratio(r['realism']):.2f}, C2ST "
-                         f"{r['realism']['c2st_gen']:.3f}")
+                m = r["realism"]
+                cell += (f", div {diversity_ratio(m):.2f}, copies {m['copy_gen']:.1%}, C2ST "
+                         f"{m['c2st_gen']:.3f}")
             cells.append(f"**{cell}**" if s == result["chosen"][style] else cell)
         lines.append(f"| {style} ({row['acc_real']:.2f}) | " + " | ".join(cells)
                      + f" | {result['chosen'][style]:g} ({result['why'][style]}) |")

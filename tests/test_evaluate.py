@@ -67,9 +67,14 @@ def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsy
     assert cli.main(["calibrate", "--model", str(folder), "--strengths", "0.5,9"]) == 2
     assert "style_strength" in capsys.readouterr().err  # refused before any work
     assert cli.main(["calibrate", "--model", str(folder), "--data", str(small_gmd),
-                     "--strengths", "0.5,2", "--per-style", "8", "--save"]) in (0, None)
+                     "--strengths", "0.5,2", "--per-style", "8", "--save", "--json",
+                     str(tmp_path / "calibration.json")]) in (0, None)
     out = capsys.readouterr().out
     saved = json.loads((folder / "generation.json").read_text())
+    written = json.loads((tmp_path / "calibration.json").read_text())
+    assert written["chosen"] == saved["style_strengths"] and set(written["reports"]) == {"0.5",
+                                                                                        "2"}
+    assert all(r["sampling"]["style_strength"] == float(s) for s, r in written["reports"].items())
     table = re.findall(r"^\| (\w+) \(([\d.]+)\) \| (.*) \| ([\d.]+) \((.*)\) \|$", out, re.M)
     assert {t[0] for t in table} == {"funk", "rock", "jazz"}  # small_gmd's styles with grooves
     for style, _, cells, chosen, _ in table:
@@ -174,31 +179,35 @@ def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
                               {r.path for r in beats}, per_style=8)
 
 
-def _cal_row(acc_gen, acc_real=0.6, diversity=None, c2st=None):
-    row = {"acc_gen": acc_gen, "acc_real": acc_real}
+def _cal_row(acc_gen, acc_real=0.6, diversity=None, c2st=None, oa=1.0, copies=0.0):
+    row = {"acc_gen": acc_gen, "acc_real": acc_real, "oa_gen": {"hits": oa},
+           "oa_real": {"hits": 1.0}}
     if diversity is not None:
-        row["realism"] = {"distance_gen": diversity, "distance_train": 1.0, "c2st_gen": c2st}
+        row["realism"] = {"distance_gen": diversity, "distance_train": 1.0, "c2st_gen": c2st,
+                          "copy_gen": copies}
     return row
 
 
 def test_choose_strength_takes_the_least_telling_recognised_candidate():
-    from drumgen.evaluate import CALIBRATION_ACC_MARGIN, choose_strength
+    from drumgen.evaluate import CALIBRATION_ACC_MARGIN, CALIBRATION_OA_MARGIN, choose_strength
     ok = 0.6 + CALIBRATION_ACC_MARGIN
     rows = {1.0: _cal_row(ok - 0.01, diversity=1.0, c2st=0.80),   # not recognised enough
             1.5: _cal_row(ok, diversity=1.0, c2st=0.86),          # passes
             2.0: _cal_row(0.95, diversity=1.0, c2st=0.84),        # passes, less telling: chosen
-            2.5: _cal_row(0.99, diversity=0.91, c2st=0.70)}       # too narrow, by the margin
-    assert choose_strength(rows, 1.75) == (2.0, "least telling of 2 passing")
-    # none recognised enough: the best recognised within the diversity range
+            2.5: _cal_row(0.99, diversity=0.91, c2st=0.70),       # too narrow, by the margin
+            2.75: _cal_row(0.99, diversity=1.0, c2st=0.70,        # overlaps too little
+                           oa=OA_TARGET + CALIBRATION_OA_MARGIN - 0.01),
+            3.0: _cal_row(0.99, diversity=1.0, c2st=0.70, copies=0.05)}  # copies too often
+    assert choose_strength(rows, 1.75, copy_cap=0.02) == (2.0, "least telling of 2 passing")
+    # none recognised enough: the best recognised sound one
     rows = {1.0: _cal_row(0.3, diversity=1.0, c2st=0.8),
             2.0: _cal_row(0.5, diversity=1.0, c2st=0.9),
             2.5: _cal_row(0.9, diversity=0.5, c2st=0.7)}
     assert choose_strength(rows, 1.75)[0] == 2.0
-    # none within the diversity range: the model's default stays
+    # none sound: the model's default stays
     rows = {1.0: _cal_row(0.9, diversity=0.5, c2st=0.8),
             2.0: _cal_row(0.9, diversity=1.3, c2st=0.8)}
-    assert choose_strength(rows, 1.75) == (
-        1.75, "none within the diversity range: the model's default kept")
+    assert choose_strength(rows, 1.75) == (1.75, "none sound: the model's default kept")
     # a style too small for a C2ST: the lowest passing strength
     small = {2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}
     assert choose_strength(small, 1.75)[0] == 1.5
