@@ -357,9 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation split (see evaluate.calibrate_strengths for the rule)")
     c.add_argument("--model", default=None)
     _data_arg(c)
+    from .evaluate import CALIBRATION_STRENGTHS
     c.add_argument("--strengths", type=lambda v: [float(x) for x in v.split(",")],
-                   default=[1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5],
-                   help="comma-separated candidates (default 1,1.25,1.5,1.75,2,2.25,2.5)")
+                   default=list(CALIBRATION_STRENGTHS),
+                   help="comma-separated candidates (default "
+                        f"{','.join(f'{s:g}' for s in CALIBRATION_STRENGTHS)})")
     c.add_argument("--per-style", type=int, default=128, help="grooves per style and candidate")
     c.add_argument("--bars", type=int, default=4)
     c.add_argument("--seed", type=int, default=5, help="the selection stream")

@@ -468,6 +468,7 @@ def report_json(report: dict) -> str:
 CALIBRATION_ACC_MARGIN = 0.03
 CALIBRATION_DIVERSITY_MARGIN = 0.02
 CALIBRATION_OA_MARGIN = 0.02
+CALIBRATION_STRENGTHS = (1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75)  # `calibrate`'s default
 
 
 def calibrate_strengths(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
