@@ -179,12 +179,14 @@ def test_source_style_accuracy_holds_the_users_files_out(small_gmd, shipped):
                               {r.path for r in beats}, per_style=8)
 
 
-def _cal_row(acc_gen, acc_real=0.6, diversity=None, c2st=None, oa=1.0, copies=0.0):
-    row = {"acc_gen": acc_gen, "acc_real": acc_real, "oa_gen": {"hits": oa},
+def _cal_row(acc_gen, acc_real=0.6, diversity=None, c2st=None, oa=1.0, copies=0.0,
+             style="rock"):
+    row = {"style": style, "acc_gen": acc_gen, "acc_real": acc_real, "oa_gen": {"hits": oa},
            "oa_real": {"hits": 1.0}}
     if diversity is not None:
         row["realism"] = {"distance_gen": diversity, "distance_train": 1.0, "c2st_gen": c2st,
-                          "copy_gen": copies}
+                          "c2st_train": 0.8, "copy_gen": copies, "copy_val": 0.02,
+                          "windows": {"generated": 100, "validation": 100}}
     return row
 
 
@@ -196,14 +198,18 @@ def test_choose_strength_takes_the_least_telling_recognised_candidate():
             2.0: _cal_row(0.95, diversity=1.0, c2st=0.84),        # passes, less telling: chosen
             2.5: _cal_row(0.99, diversity=0.91, c2st=0.70),       # too narrow, by the margin
             2.75: _cal_row(0.99, diversity=1.0, c2st=0.70,        # overlaps too little
-                           oa=OA_TARGET + CALIBRATION_OA_MARGIN - 0.01),
-            3.0: _cal_row(0.99, diversity=1.0, c2st=0.70, copies=0.05)}  # copies too often
-    assert choose_strength(rows, 1.75, copy_cap=0.02) == (2.0, "least telling of 2 passing")
-    # none recognised enough: the best recognised sound one
+                           oa=OA_TARGET + CALIBRATION_OA_MARGIN - 0.01)}
+    assert choose_strength(rows, 1.75) == (2.0, "least telling of 2 passing")
+    # none passing with the margins: the least telling at the targets themselves
+    rows = {1.0: _cal_row(0.61, diversity=1.0, c2st=0.8), 2.0: _cal_row(0.6, diversity=0.9,
+                                                                        c2st=0.7)}
+    assert choose_strength(rows, 1.75) == (
+        2.0, "least telling of 2 passing at the targets (none with the margins)")
+    # none recognised: the best recognised sound one
     rows = {1.0: _cal_row(0.3, diversity=1.0, c2st=0.8),
             2.0: _cal_row(0.5, diversity=1.0, c2st=0.9),
             2.5: _cal_row(0.9, diversity=0.5, c2st=0.7)}
-    assert choose_strength(rows, 1.75)[0] == 2.0
+    assert choose_strength(rows, 1.75) == (2.0, "none passed: the best recognised sound one")
     # none sound: the model's default stays
     rows = {1.0: _cal_row(0.9, diversity=0.5, c2st=0.8),
             2.0: _cal_row(0.9, diversity=1.3, c2st=0.8)}
@@ -211,3 +217,21 @@ def test_choose_strength_takes_the_least_telling_recognised_candidate():
     # a style too small for a C2ST: the lowest passing strength
     small = {2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}
     assert choose_strength(small, 1.75)[0] == 1.5
+
+
+def test_choose_strengths_keeps_the_pooled_copy_rate_under_real_datas():
+    """Real validation windows copy 2% here. Rock's least telling pick copies 10% of its
+    windows (5% pooled), so rock moves to its best pick among the candidates copying less;
+    funk, which copies nothing, keeps its own."""
+    from drumgen.evaluate import choose_strengths
+    from drumgen.model import GenerationDefaults
+    rows = {1.0: [_cal_row(0.9, diversity=1.0, c2st=0.80, copies=0.10),
+                  _cal_row(0.9, diversity=1.0, c2st=0.80, style="funk")],
+            1.5: [_cal_row(0.9, diversity=1.0, c2st=0.85, copies=0.05),
+                  _cal_row(0.9, diversity=1.0, c2st=0.85, style="funk")],
+            2.0: [_cal_row(0.9, diversity=1.0, c2st=0.86, copies=0.01),
+                  _cal_row(0.9, diversity=1.0, c2st=0.90, style="funk")]}
+    picks = choose_strengths({s: {"rows": r} for s, r in rows.items()}, GenerationDefaults())
+    assert picks["chosen"] == {"rock": 2.0, "funk": 1.0}  # 5% pooled at 1.5: still over 2%
+    assert picks["why"]["rock"].endswith("among those copying less (pooled copies)")
+    assert picks["why"]["funk"] == "least telling of 3 passing"
