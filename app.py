@@ -583,7 +583,7 @@ def on_model(model, style):
         return (gr.update(),) * 5
     style = style if style in choices else choices[0]
     return (gr.update(choices=choices, value=style), d.temperature, d.top_k, d.top_p,
-            d.strength_for(_model_style(style)))
+            d.strength_for(presets_mod.style_of(style)))
 
 
 def on_style_picked(style, model):
@@ -591,15 +591,10 @@ def on_style_picked(style, model):
     picked (`drumgen calibrate` gives each style its own). Only on the user's pick: a shared
     link sets the style and its own strength together."""
     try:
-        return service.sampling_defaults(model or None).strength_for(_model_style(style))
+        defaults = service.sampling_defaults(model or None)
+        return defaults.strength_for(presets_mod.style_of(style or ""))
     except USER_ERRORS:
         return gr.update()
-
-
-def _model_style(style: str) -> str:
-    """The model style a style-or-preset name plays (a preset plays its GMD style)."""
-    preset = presets_mod.find(style or "")
-    return preset.style if preset else (style or "").strip().lower()
 
 
 def _style_choices(model: str | None) -> list[str]:

@@ -49,12 +49,18 @@ def latency(gen: Generator, request: Request, repeats: int) -> tuple[list[float]
     return times, tokens, steps
 
 
+def step_matrices(model) -> list[torch.Tensor]:
+    """The matrices one decoding step multiplies by, whatever the batch: each block's four and
+    the output head (embeddings are lookups). The head is named on its own: it is tied to the
+    token embedding, so `named_parameters` lists it only once, under `wte`."""
+    blocks = [p.detach() for n, p in model.transformer.h.named_parameters()
+              if n.endswith("weight") and p.dim() == 2]
+    return blocks + [model.lm_head.weight.detach()]
+
+
 def flops_per_token(model) -> int:
-    """Multiply-adds x 2 of one decoding step at batch 1, context aside: every block's four
-    matrix products and the output head (embeddings are lookups)."""
-    blocks = sum(p.numel() for n, p in model.transformer.h.named_parameters()
-                 if n.endswith("weight") and p.dim() == 2)
-    return 2 * (blocks + model.lm_head.weight.numel())
+    """Multiply-adds x 2 of one decoding step at batch 1, context aside."""
+    return 2 * sum(w.numel() for w in step_matrices(model))
 
 
 def matmul_flops_per_s() -> float:
@@ -70,17 +76,14 @@ def matmul_flops_per_s() -> float:
 
 
 def weight_bytes_per_step(model) -> int:
-    """Bytes of the matrices every decoding step reads whole, whatever the batch: each
-    block's four and the output head. Far more than the caches hold (2 MB of L2 a core here),
-    so they come from memory every step."""
-    return sum(p.numel() * p.element_size() for n, p in model.named_parameters()
-               if p.dim() == 2 and (".h." in n or n.startswith("lm_head")))
+    """Bytes of `step_matrices`, which every decoding step reads whole."""
+    return sum(w.numel() * w.element_size() for w in step_matrices(model))
 
 
 def weight_stream_bytes_per_s(model) -> float:
-    """How fast this core reads those matrices, cold: best of 5 passes summing each one."""
-    weights = [p.detach() for n, p in model.named_parameters()
-               if p.dim() == 2 and (".h." in n or n.startswith("lm_head"))]
+    """How fast this core reads `step_matrices` in a tight loop summing each one (best of 5).
+    An optimistic rate for decoding, whose other work between steps evicts them."""
+    weights = step_matrices(model)
     size = sum(w.numel() * w.element_size() for w in weights)
     best = float("inf")
     for _ in range(5):

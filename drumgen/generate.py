@@ -212,8 +212,7 @@ class Generator:
         """(conditioning style, preset or None) for a style or preset name."""
         if not isinstance(name, str) or not name.strip():
             raise RequestError("style must be a style or preset name; got an empty value")
-        preset = presets_mod.find(name)
-        style = preset.style if preset else name.strip().lower()
+        preset, style = presets_mod.find(name), presets_mod.style_of(name)
         if style not in self.styles:
             choices = ", ".join(self.styles + [p.name for p in presets_mod.PRESETS.values()])
             raise RequestError(f"style: unknown style or preset {name!r}; choose one of {choices}")

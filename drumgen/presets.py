@@ -61,3 +61,9 @@ PRESETS: dict[str, Preset] = {p.name.lower(): p for p in (
 
 def find(name: str) -> Preset | None:
     return PRESETS.get(name.strip().lower())
+
+
+def style_of(name: str) -> str:
+    """The model style a style or preset name plays (a preset plays its GMD style)."""
+    preset = find(name)
+    return preset.style if preset else name.strip().lower()
