@@ -1,5 +1,5 @@
 """`python -m drumgen ...`: generate, regenerate, groove, drumify, train, evaluate,
-fit-velocities, roundtrip, data fetch|stats."""
+calibrate, fit-velocities, roundtrip, data fetch|stats."""
 
 from __future__ import annotations
 
@@ -180,7 +180,11 @@ def cmd_calibrate(args) -> None:
                                                   "reports": reports}, indent=1).encode())
         print(f"wrote {args.json}")
     if args.save:
-        defaults = dataclasses.replace(read_defaults(folder), style_strengths=result["chosen"])
+        # only the styles measured change: a fine-tuned model calibrated on its new style keeps
+        # the strengths its base chose for the old ones
+        old = read_defaults(folder)
+        defaults = dataclasses.replace(old, style_strengths={**old.style_strengths,
+                                                             **result["chosen"]})
         write_defaults(folder, defaults)
         Generator.forget(folder)
         print(f"wrote the per-style strengths into {folder / 'generation.json'}")
@@ -368,7 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--json", type=Path, default=None,
                    help="also write every candidate's report and the choice to this file")
     c.add_argument("--save", action="store_true",
-                   help="write the chosen strengths into the model's generation.json")
+                   help="write the chosen strengths into the model's generation.json (styles "
+                        "not measured keep theirs)")
     c.set_defaults(func=cmd_calibrate)
 
     v = sub.add_parser("fit-velocities", help="fit a model's velocity table (what each "
