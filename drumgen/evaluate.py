@@ -521,6 +521,8 @@ def choose_strengths(reports: dict[float, dict], defaults) -> dict:
         if not fewer:
             break
         strength, why = choose_strength(fewer, defaults.strength_for(worst))
+        if strength not in fewer:  # none of them sound: the copy rate cannot come down
+            break
         picks[worst] = (strength, why + ", among those copying less (pooled copies)")
     return {"chosen": {s: p[0] for s, p in picks.items()},
             "why": {s: p[1] for s, p in picks.items()}}

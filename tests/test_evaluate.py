@@ -237,3 +237,17 @@ def test_choose_strengths_keeps_the_pooled_copy_rate_under_real_datas():
     assert picks["chosen"] == {"rock": 2.0, "funk": 1.0}  # 5% pooled at 1.5: still over 2%
     assert picks["why"]["rock"].endswith("among those copying less (pooled copies)")
     assert picks["why"]["funk"] == "least telling of 3 passing"
+
+
+def test_choose_strengths_stops_when_no_candidate_copying_less_is_sound():
+    """Both candidates copy too often and neither is sound: the default (one of them) stays,
+    and the rule ends (it once looped for ever, re-choosing the same default)."""
+    from drumgen.evaluate import choose_strengths
+    from drumgen.model import GenerationDefaults
+    rows = {1.0: [_cal_row(0.9, diversity=0.5, c2st=0.8, copies=0.5)],
+            2.0: [_cal_row(0.9, diversity=0.5, c2st=0.8, copies=0.1)]}
+    picks = choose_strengths({s: {"rows": r} for s, r in rows.items()},
+                             GenerationDefaults(style_strength=1.0))
+    assert picks["chosen"] == {"rock": 1.0}
+    assert picks["why"]["rock"] == "none sound: the model's default kept"
+
