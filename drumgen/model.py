@@ -36,10 +36,14 @@ class ModelError(RuntimeError):
 class DrumGPTConfig(GPT2Config):
     model_type = "drumgen_gpt2"
 
-    def __init__(self, n_styles: int = 18, style_dim: int = STYLE_DIM, **kwargs):
+    def __init__(self, n_styles: int = 18, style_dim: int = STYLE_DIM,
+                 centre_styles: int | None = None, **kwargs):
         super().__init__(**kwargs)
         self.n_styles = n_styles
         self.style_dim = style_dim
+        #: the style rows whose mean is the centre style strength measures from: the styles
+        #: the model was first trained on (None: all), so adding styles moves no old one
+        self.centre_styles = centre_styles
 
 
 class DrumGPT(GPT2LMHeadModel):
@@ -68,13 +72,15 @@ class DrumGPT(GPT2LMHeadModel):
     def style_vector(self, style_ids: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
         """The vector added at every position for `style_ids` (one per row).
 
-        `strength` scales the style's distance from the centre of all styles: 1 is the style
+        `strength` scales the style's distance from the centre of the styles (those the
+        model was first trained on, `centre_styles`; added ones do not move it): 1 is the style
         as trained, 0 the centre (no particular style), and above 1 the style with its
         differences from the others exaggerated. Generation uses it as a guidance knob that
         costs nothing per step; evaluate measures what it does (see the model card)."""
         vector = self.style_proj(self.style_emb(style_ids))
         if strength != 1.0:
-            centre = self.style_proj(self.style_emb.weight.mean(0))
+            centre = self.style_proj(
+                self.style_emb.weight[: self.config.centre_styles].mean(0))
             vector = centre + strength * (vector - centre)
         return vector
 
@@ -82,6 +88,8 @@ class DrumGPT(GPT2LMHeadModel):
         """Append `count` style rows, each starting at the mean of the existing rows, so a new
         style begins as 'an average groove' rather than noise."""
         old = self.style_emb.weight.data
+        if self.config.centre_styles is None:  # the centre stays the base styles'
+            self.config.centre_styles = old.shape[0]
         new = nn.Embedding(old.shape[0] + count, old.shape[1]).to(old.device, old.dtype)
         new.weight.data[: old.shape[0]] = old
         new.weight.data[old.shape[0]:] = old.mean(0, keepdim=True)

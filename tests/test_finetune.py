@@ -43,6 +43,14 @@ def test_fine_tuning_the_style_only_leaves_every_other_weight_as_it_was(tmp_path
     assert changed == []
     assert torch.equal(after.style_emb.weight[:old], before.style_emb.weight)
     assert not torch.allclose(after.style_emb.weight[old], before.style_emb.weight.mean(0))
+    # and the old styles play as before at any strength: the centre strength measures from
+    # stays the base styles' (it once moved with the new row, shifting every old style)
+    ids = torch.arange(old)
+    with torch.no_grad():
+        for strength in (0.0, 1.75, 2.5):
+            assert torch.equal(after.style_vector(ids, strength),
+                               before.style_vector(ids, strength))
+    assert after.config.centre_styles == old
     with pytest.raises(ValueError, match="train_only=style fine-tunes"):
         train(finetune.config(epochs=1), tmp_path / "data", tmp_path / "x")  # no base
 
