@@ -82,23 +82,10 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
 
     Args:
         style: a GMD style (funk, rock, jazz, latin, hiphop, ...) or a producer preset.
-        tempo: beats per minute, 40 to 300.
-        bars: bars to write, 1 to 16.
-        temperature: sampling temperature 0.05-2 (default: the model's).
-        top_k: keep the k likeliest tokens, 0 = off (default: the model's).
-        top_p: nucleus sampling mass 0.05-1 (default: the model's).
-        seed: the random seed, 0 to 2147483647; the same settings and seed give the same .mid.
-        variations: grooves to write at once, 1 to 8.
         fill: a fill in the last bar.
-        density: auto, sparse, normal, busy, or hits per bar (1-64).
-        swing: 50 (straight) to 75 percent; empty takes the preset's swing, else straight.
-        humanize: 0 to 1, random timing and velocity jitter.
         kit: the sound kit the audio is rendered with ("auto (fits the style)": the
             preset's or the style's kit, else the best installed; the summary names it).
-        midi_layout: gm, td11 or multitrack.
         prime: a MIDI groove to continue (optional).
-        model: a model name (default: the shipped model).
-        style_strength: 0 to 3; 1 = the style as trained (default: the model's).
     """
     try:
         request = Request(style=style, bars=_int(bars, "bars"), tempo=tempo,
@@ -115,11 +102,27 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
     yield from _answers(result, kit, session)
 
 
-#: The sampling and output parameters every edit endpoint shares, for their docstrings (the
-#: API page and the MCP tool descriptions read them).
-EDIT_ARGS_DOC = "".join(
-    f"\n        {key}: {PARAMS[key].range}, {PARAMS[key].help} (default: the model's)."
-    for key in ("temperature", "top_k", "top_p", "style_strength")) + f"""
+def _arg_doc(key: str, note: str = "") -> str:
+    """One `Args:` line from the parameter's declaration (`drumgen.schema`)."""
+    return f"\n        {key}: {PARAMS[key].range}, {PARAMS[key].help}{note}."
+
+
+SAMPLING_DEFAULT = " (default: the model's)"
+#: generate's numeric parameters, and the sampling and output ones every edit endpoint
+#: shares, for their docstrings (the API page and the MCP tool descriptions read them)
+GENERATE_ARGS_DOC = "".join(
+    [_arg_doc(k) for k in ("tempo", "bars", "seed", "variations", "density", "swing",
+                           "humanize")]
+    + [_arg_doc(k, SAMPLING_DEFAULT) for k in ("temperature", "top_k", "top_p",
+                                                "style_strength")]) + f"""
+        midi_layout: {", ".join(MIDI_LAYOUTS)}.
+        model: a model name (default: the shipped model).
+"""
+generate.__doc__ = generate.__doc__.rstrip() + GENERATE_ARGS_DOC
+
+
+EDIT_ARGS_DOC = "".join(_arg_doc(k, SAMPLING_DEFAULT) for k in (
+    "temperature", "top_k", "top_p", "style_strength")) + f"""
         variations: {PARAMS["variations"].range}, {PARAMS["variations"].help}.
         kit: the sound kit for the audio.
         midi_layout: {", ".join(MIDI_LAYOUTS)}.

@@ -105,6 +105,9 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/bench-finetune"))
     args = parser.parse_args()
     gmd = args.data or data_mod.default_data_dir()
+    if gmd is None:
+        raise SystemExit("no data: pass --data, set DRUMGEN_DATA or run "
+                         "`python -m drumgen data fetch` (GMD with info.csv)")
     files = source_files(gmd, args.files)
     with tempfile.TemporaryDirectory() as tmp:
         data = safe_extract(make_zip(Path(tmp) / "dilla.zip", files), Path(tmp) / "data")

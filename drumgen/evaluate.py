@@ -27,6 +27,7 @@ from . import realism
 from .constants import DRUMS
 from .generate import Generator, Request
 from .pattern import Pattern
+from .schema import PARAMS
 from .train import TrainConfig, evaluate_loss
 
 FEATURES = ("hits", "velocity_mean", "velocity_sd", "offset_mean", "offset_sd", "syncopation",
@@ -137,7 +138,6 @@ class RealData:
     splits of the model's styles, as `bars`-bar beat grooves and as 2-bar windows, and the
     onsets of every training window (for the copy rate)."""
 
-    train_pairs: list
     val_pairs: list
     train: dict[str, list[Pattern]]  # `bars`-bar grooves by style
     val: dict[str, list[Pattern]]
@@ -164,7 +164,7 @@ def real_data(styles: list[str], data_dir: str | os.PathLike, bars: int = 4) -> 
     seen = {realism.onsets(w).tobytes() for ws in windows["train"].values() for w in ws}
     kept = [s for s in styles if len(val.get(s, [])) >= MIN_VAL_GROOVES
             and len(train.get(s, [])) >= MIN_VAL_GROOVES]
-    return RealData(train_pairs, val_pairs, train, val, windows["train"], windows["val"], seen,
+    return RealData(val_pairs, train, val, windows["train"], windows["val"], seen,
                     kept)
 
 
@@ -294,8 +294,10 @@ def _generate(gen: Generator, style: str, tempos: list[float], n: int, bars: int
     made, valid = [], 0
     while len(made) < n:
         request = Request(style=style, bars=bars,
-                          tempo=float(np.clip(rng.choice(tempos), 40, 300)),
-                          seed=rng.randrange(2**31), variations=min(8, n - len(made)),
+                          tempo=float(np.clip(rng.choice(tempos), PARAMS["tempo"].lo,
+                                              PARAMS["tempo"].hi)),
+                          seed=rng.randrange(2**31),
+                          variations=min(PARAMS["variations"].hi, n - len(made)),
                           **sampling)
         for groove in gen.generate(request):
             valid += not gen.tokenizer.check(groove.tokens, bars=bars)

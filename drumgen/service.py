@@ -411,7 +411,6 @@ class Job:
     error: str = ""
     done: bool = False
     workdir: Path | None = None
-    card: Path | None = None
     train_only: str = "all"
 
 
@@ -498,9 +497,8 @@ class Trainer:
         try:
             summary = train(cfg, data_dir, staged, init_from=base,
                             callback=job.events.append, should_stop=job.stop.is_set)
-            job.card = finetune.write_card(staged, job.name, job.base, cfg, summary)
+            finetune.write_card(staged, job.name, job.base, cfg, summary)
             _publish(staged, job.out, overwrite)
-            job.card = job.out / job.card.name
         except Exception as exc:  # reported to the page; the app stays up
             job.error = str(exc) if isinstance(exc, RequestError) else \
                 f"{type(exc).__name__}: {exc}"
