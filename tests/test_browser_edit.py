@@ -155,7 +155,12 @@ def test_drumify_a_lilypond_bass_line(page, tmp_path):
             continue
     assert upload.is_visible(), "the Drumify accordion did not open"
     page.locator("#drumify-midi input[type=file]").set_input_files(str(bass))
-    page.get_by_text("bass.mid", exact=False).first.wait_for(state="visible")
+    # The uploaded file shows as its stem and its extension in separate elements ("bass",
+    # ".midi"); the whole name shows only briefly, while it uploads, and a wait for it timed
+    # out twice under load. Wait for the settled file instead.
+    page.wait_for_function(
+        "() => (document.querySelector('#drumify-midi')?.innerText || '')"
+        ".replace(/\\s/g, '').includes('bass.mid')", timeout=apputil.PAGE_TIMEOUT_MS)
     old = midi_href(page)
     page.get_by_role("button", name="Drumify", exact=True).click()
     out = wait_new_midi(page, old)
