@@ -6,7 +6,11 @@ Prints p50/p90 latency of a 4-bar groove, 8 variations and 16 bars through the p
 each against its target (issue 15) and as a multiple of its arithmetic floor: the model's
 FLOPs for the tokens it made, at this core's own fp32 matrix-product speed (measured in the
 run, on one thread), and of its memory floor: reading the weight matrices once per decoding
-step, at the speed this core streams them (measured in the run). Then the
+step, at the speed this core streams them (measured in the run). Each request runs with the
+decoder's fp16 matrices (the default on CPU) and with the model's own fp32 ones (the earlier
+default, `DRUMGEN_WEIGHTS=own`), taking turns, so the two columns share the machine's load;
+with GMD at hand (`--data`, else drumgen's usual places) it also prints the validation NLL
+under both. Then the
 decoding engines on the same model over a 512-token sequence: the naive loop (whole sequence
 every step, the original design), the Hugging Face forward with its KV cache, `generate()` with
 our grammar processor, and drumgen's FastDecoder. Figures vary with machine load: compare the
@@ -27,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drumgen.generate import Generator, Request, on_inference_thread  # noqa: E402
-from drumgen.sampling import GrammarLogitsProcessor, sample  # noqa: E402
+from drumgen.sampling import GrammarLogitsProcessor, half_rounded, sample  # noqa: E402
 from drumgen.tokenizer import Grammar  # noqa: E402
 
 
@@ -35,18 +39,26 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def latency(gen: Generator, request: Request, repeats: int) -> tuple[list[float], int, int]:
-    """Times of `repeats` requests, the tokens they made and their decoding steps (a batch of
-    variations takes as many steps as its longest)."""
-    times, tokens, steps = [], 0, 0
+WEIGHTINGS = ("fp16", "own")  # the default on CPU, and the model's own fp32 matrices
+
+
+def latency(gen: Generator, request: Request, repeats: int) -> dict[str, tuple]:
+    """Per `WEIGHTINGS`: times of `repeats` requests, the tokens they made and their decoding
+    steps (a batch of variations takes as many steps as its longest). The weightings take
+    turns on each seed."""
+    out = {w: ([], 0, 0) for w in WEIGHTINGS}
     for i in range(repeats):
         request.seed = i
-        start = time.perf_counter()
-        grooves = gen.generate(request)
-        times.append(time.perf_counter() - start)
-        tokens += sum(len(g.tokens) - 3 for g in grooves)
-        steps += max(len(g.tokens) - 3 for g in grooves)
-    return times, tokens, steps
+        for weights in WEIGHTINGS:
+            gen.weights = weights
+            start = time.perf_counter()
+            grooves = gen.generate(request)
+            times, tokens, steps = out[weights]
+            times.append(time.perf_counter() - start)
+            out[weights] = (times, tokens + sum(len(g.tokens) - 3 for g in grooves),
+                            steps + max(len(g.tokens) - 3 for g in grooves))
+    gen.weights = "auto"
+    return out
 
 
 def step_matrices(model) -> list[torch.Tensor]:
@@ -75,14 +87,15 @@ def matmul_flops_per_s() -> float:
     return 2 * 512 ** 3 / best
 
 
-def weight_bytes_per_step(model) -> int:
-    """Bytes of `step_matrices`, which every decoding step reads whole."""
-    return sum(w.numel() * w.element_size() for w in step_matrices(model))
+def weight_bytes_per_step(model, dtype: torch.dtype = torch.float32) -> int:
+    """Bytes of `step_matrices` in `dtype`, which every decoding step reads whole."""
+    return sum(w.numel() * dtype.itemsize for w in step_matrices(model))
 
 
 def weight_stream_bytes_per_s(model) -> float:
     """How fast this core reads `step_matrices` in a tight loop summing each one (best of 5).
-    An optimistic rate for decoding, whose other work between steps evicts them."""
+    An optimistic rate for decoding, whose other work between steps evicts them. Bytes are
+    bytes: the fp16 floor uses the same rate (torch's fp16 sum is slower than its reads)."""
     weights = step_matrices(model)
     size = sum(w.numel() * w.element_size() for w in weights)
     best = float("inf")
@@ -125,6 +138,26 @@ def engine_run(gen: Generator, engine: str, n: int, new: int, seed: int) -> floa
     return time.perf_counter() - start
 
 
+def nll_both(gen: Generator, data: str | None) -> None:
+    """Validation NLL with the model's own matrices and with them rounded as the fp16 decoder
+    rounds them (`half_rounded`), when GMD is at hand."""
+    from drumgen import data as data_mod
+    from drumgen.evaluate import real_data
+    from drumgen.train import TrainConfig, evaluate_loss
+    folder = data or data_mod.default_data_dir()
+    if folder is None:
+        print("\nValidation NLL: skipped (no GMD; pass --data DIR)")
+        return
+    real, cfg = real_data(gen.styles, folder), TrainConfig()
+    examples = data_mod.examples(real.val_pairs, gen.tokenizer, gen.styles, cfg.window_bars,
+                                 cfg.window_stride)
+    own = on_inference_thread(evaluate_loss, gen.bundle.model, examples, gen.tokenizer.pad)
+    half = on_inference_thread(evaluate_loss, half_rounded(gen.bundle.model), examples,
+                               gen.tokenizer.pad)
+    print(f"\nValidation NLL ({len(examples)} windows): own fp32 weights {own:.5f}, fp16 "
+          f"weights {half:.5f} nats/token ({half - own:+.5f})")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default=None)
@@ -132,6 +165,7 @@ def main() -> None:
     parser.add_argument("--no-engines", action="store_true",
                         help="the requests only (the naive loop at batch 8 takes minutes)")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    parser.add_argument("--data", default=None, help="GMD, for the validation NLL")
     args = parser.parse_args()
     if args.threads:  # OpenMP's thread count is per calling thread: set it where the math runs
         on_inference_thread(torch.set_num_threads, args.threads)
@@ -144,23 +178,28 @@ def main() -> None:
     gen.generate(Request(style="funk", seed=0, variations=8))  # warm-up
     rate = on_inference_thread(matmul_flops_per_s)
     per_token = flops_per_token(gen.bundle.model)
-    step_bytes = weight_bytes_per_step(gen.bundle.model)
+    dtypes = {"fp16": torch.float16, "own": torch.float32}
+    step_bytes = {w: weight_bytes_per_step(gen.bundle.model, d) for w, d in dtypes.items()}
     stream = on_inference_thread(weight_stream_bytes_per_s, gen.bundle.model)
     print(f"{per_token / 1e6:.1f} MFLOP a token; this core multiplies matrices at "
-          f"{rate / 1e9:.1f} GFLOP/s. Every step reads {step_bytes / 1e6:.1f} MB of weight "
-          f"matrices, which this core streams at {stream / 1e9:.1f} GB/s")
-    print("\n| request | p50 | target | p90 | tokens/s | p50 / arithmetic floor | "
-          "p50 / memory floor |\n|---|---|---|---|---|---|---|")
+          f"{rate / 1e9:.1f} GFLOP/s. Every step reads {step_bytes['own'] / 1e6:.1f} MB of fp32 "
+          f"weight matrices ({step_bytes['fp16'] / 1e6:.1f} MB in fp16), which this core "
+          f"streams at {stream / 1e9:.1f} GB/s")
+    print("\np50 (p90) and multiples of the floors: the arithmetic floor, then the memory floor "
+          "of the weights read\n\n| request | target | fp16 weights (default) | own fp32 weights | "
+          "fp16 / own |\n|---|---|---|---|---|")
     for label, req, target in [("one 4-bar groove", Request(style="funk", bars=4, tempo=100), 60),
                                ("8 variations, 4 bars", Request(style="funk", variations=8), 150),
                                ("one 16-bar groove", Request(style="rock", bars=16), 250)]:
-        times, tokens, steps = latency(gen, req, args.repeats)
-        floor = tokens / args.repeats * per_token / rate
-        memory = steps / args.repeats * step_bytes / stream
-        print(f"| {label} | {pct(times, 0.5) * 1000:.0f} ms | {target} ms | "
-              f"{pct(times, 0.9) * 1000:.0f} ms | {tokens / sum(times):.0f} | "
-              f"{pct(times, 0.5) / floor:.0f}x ({floor * 1000:.1f} ms) | "
-              f"{pct(times, 0.5) / memory:.1f}x ({memory * 1000:.0f} ms) |")
+        runs, cells = latency(gen, req, args.repeats), []
+        for weights, (times, tokens, steps) in runs.items():
+            floor = tokens / args.repeats * per_token / rate
+            memory = steps / args.repeats * step_bytes[weights] / stream
+            cells.append(f"{pct(times, 0.5) * 1000:.0f} ms ({pct(times, 0.9) * 1000:.0f}), "
+                         f"{pct(times, 0.5) / floor:.0f}x, {pct(times, 0.5) / memory:.1f}x")
+        ratio = pct(runs["fp16"][0], 0.5) / pct(runs["own"][0], 0.5)
+        print(f"| {label} | {target} ms | {cells[0]} | {cells[1]} | {ratio:.2f} |")
+    nll_both(gen, args.data)
     if args.no_engines:
         return
     new = gen.bundle.model.config.n_positions - 3

@@ -23,7 +23,7 @@ from .constants import DENSITY_EDGES, DENSITY_NAMES
 from .constraints import BarSpec, EditGrammar
 from .feel import Feel, apply
 from .pattern import MidiError, Pattern
-from .sampling import sample
+from .sampling import WEIGHTS, sample
 from .schema import RequestError
 from .tokenizer import Grammar, density_bucket, tempo_bucket
 
@@ -67,6 +67,17 @@ def inference_threads() -> int:
 
 
 _INFERENCE.submit(lambda: torch.set_num_threads(inference_threads())).result()
+
+
+def decoder_weights() -> str:
+    """The decoder's matrices: $DRUMGEN_WEIGHTS (see `sampling.WEIGHTS`), else "auto": fp16
+    copies on a CPU whose torch has fbgemm's fp16 linear. "own" decodes with the model's own
+    fp32 matrices, as drumgen did before fp16 (bench/generate.py and bench/app_load.py time
+    both)."""
+    raw = os.environ.get("DRUMGEN_WEIGHTS", "").strip().lower() or "auto"
+    if raw not in WEIGHTS:
+        raise ValueError(f"DRUMGEN_WEIGHTS must be one of {', '.join(WEIGHTS)}; got {raw!r}")
+    return raw
 
 
 def on_inference_thread(fn, *args, **kwargs):
@@ -160,9 +171,12 @@ class Generator:
     _cache_lock = threading.Lock()
     _loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def __init__(self, bundle: model_mod.Bundle, device: torch.device):
+    def __init__(self, bundle: model_mod.Bundle, device: torch.device,
+                 weights: str | None = None):
         self.bundle, self.device = bundle, device
         self.tokenizer = bundle.tokenizer
+        #: FastDecoder's matrices (`sampling.WEIGHTS`); $DRUMGEN_WEIGHTS when left out
+        self.weights = weights or decoder_weights()
 
     @classmethod
     def load(cls, folder: str | os.PathLike | None = None,
@@ -342,7 +356,8 @@ class Generator:
                                    f"in one pass ({grammars[0].need()} tokens, room for {room})")
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
                           generator, sampling.temperature, sampling.top_k, sampling.top_p, room,
-                          style_strength=sampling.style_strength, observe=observe)
+                          style_strength=sampling.style_strength, observe=observe,
+                          weights=self.weights)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]

@@ -15,7 +15,7 @@ from drumgen.feel import Feel, apply
 from drumgen.generate import Generator, Request, RequestError
 from drumgen.pattern import Pattern
 from drumgen.presets import PRESETS
-from drumgen.sampling import draw, sample, warp
+from drumgen.sampling import FastDecoder, draw, half_rounded, half_weights_available, sample, warp
 from drumgen.tokenizer import Grammar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,8 +26,14 @@ def gen(shipped) -> Generator:
     return Generator.load(shipped, device="cpu")
 
 
+@pytest.fixture(scope="module")
+def rounded(gen):
+    """The shipped model with its matrices rounded as FastDecoder's fp16 weights round them."""
+    return half_rounded(gen.bundle.model)
+
+
 def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4,
-            strength: float = 1.0):
+            strength: float = 1.0, model=None, weights: str = "auto"):
     tok = gen.tokenizer
     prompts = [[tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]] * n
     grammars = []
@@ -36,27 +42,67 @@ def _sample(gen: Generator, engine: str, seed: int, n: int = 3, bars: int = 4,
         for t in prompts[0]:
             g.advance(t)
         grammars.append(g)
-    return sample(gen.bundle.model, prompts, 1, grammars, torch.Generator().manual_seed(seed),
-                  1.0, 0, 0.95, 400, engine=engine, style_strength=strength)
+    return sample(model or gen.bundle.model, prompts, 1, grammars,
+                  torch.Generator().manual_seed(seed), 1.0, 0, 0.95, 400, engine=engine,
+                  style_strength=strength, weights=weights)
+
+
+needs_half = pytest.mark.skipif(not half_weights_available(),
+                                reason="this torch has no fbgemm fp16 linear (not an x86 build)")
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_cached_decoding_matches_uncached(gen, seed):
+def test_cached_decoding_matches_uncached(gen, rounded, seed):
     """The fast KV-cache decoder and the Hugging Face cached forward pick exactly the tokens
-    that re-running the whole sequence each step picks, under the same seed."""
+    that re-running the whole sequence each step picks, under the same seed: with the model's
+    own fp32 matrices, and with the fp16 ones the app decodes with by default (against the
+    naive loop on the same matrices rounded to fp16)."""
     naive = _sample(gen, "naive", seed)
-    assert _sample(gen, "fast", seed) == naive
+    assert _sample(gen, "fast", seed, weights="own") == naive
     assert _sample(gen, "hf", seed) == naive
+    if half_weights_available():
+        assert _sample(gen, "fast", seed) == _sample(gen, "naive", seed, model=rounded)
 
 
 @pytest.mark.slow  # the naive engine re-reads the whole sequence every step
 @pytest.mark.parametrize("strength", [0.0, 2.5])
-def test_engines_agree_on_style_strength(gen, strength):
+def test_engines_agree_on_style_strength(gen, rounded, strength):
     """Every engine applies the same style vector; and the strength changes the groove."""
     naive = _sample(gen, "naive", 5, strength=strength)
-    assert _sample(gen, "fast", 5, strength=strength) == naive
+    assert _sample(gen, "fast", 5, strength=strength, weights="own") == naive
     assert _sample(gen, "hf", 5, strength=strength) == naive
     assert naive != _sample(gen, "naive", 5)
+    if half_weights_available():
+        assert _sample(gen, "fast", 5, strength=strength) == \
+            _sample(gen, "naive", 5, strength=strength, model=rounded)
+
+
+def test_fp16_weights_are_the_default_on_cpu_and_change_little(gen, rounded):
+    """"auto" decodes with fp16 matrices where fbgemm has them; they move a step's logits by
+    well under a rounding of the probabilities the sampler sees, and the packing is redone
+    when a weight changes in place (as training does)."""
+    model = gen.bundle.model
+    assert FastDecoder(model).weights == ("fp16" if half_weights_available() else "own")
+    with pytest.raises(ValueError, match="weights must be one of auto, fp16, own"):
+        FastDecoder(model, "int4")
+    if not half_weights_available():
+        pytest.skip("no fbgemm fp16 linear in this torch")
+    ids, attn, style = torch.tensor([[1, 5, 9]]), torch.ones(1, 3, dtype=torch.long), \
+        torch.tensor([1])
+    with torch.inference_mode():
+        full = FastDecoder(model, "own").start(ids, attn, style, 8).log_softmax(-1)
+        half = FastDecoder(model, "fp16").start(ids, attn, style, 8).log_softmax(-1)
+        exact = FastDecoder(rounded, "own").start(ids, attn, style, 8).log_softmax(-1)
+    assert torch.allclose(half, exact, atol=1e-4)  # fp16 storage, fp32 arithmetic
+    assert 0 < (half - full).abs().max() < 0.05
+    twin = half_rounded(model)
+    before = FastDecoder(twin, "fp16").start(ids, attn, style, 8)
+    with torch.no_grad():
+        twin.transformer.h[0].mlp.c_fc.weight.mul_(0.5)
+    after = FastDecoder(twin, "fp16").start(ids, attn, style, 8)
+    assert not torch.allclose(before, after, atol=1e-3)
+    assert torch.allclose(after, FastDecoder(twin, "own").start(ids, attn, style, 8),
+                          atol=1e-4)
 
 
 def test_style_strength_moves_the_style_vector_along_its_offset_from_the_centre(gen):
@@ -108,34 +154,37 @@ def test_a_styles_own_strength_is_its_default_in_generation_and_edits(shipped, t
                                                   style_strength=1.25))[0].tokens
 
 
-def test_cached_decoding_matches_uncached_with_padded_prompts(gen):
+def test_cached_decoding_matches_uncached_with_padded_prompts(gen, rounded):
     """Prompts of different lengths (as in long grooves) are left-padded; still identical."""
     tok = gen.tokenizer
     head = [tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"], tok.bar, tok.ids["POS_0"],
             tok.hit_token(0, 5, 8)]
     prompts = [head, head + [tok.ids["POS_4"], tok.hit_token(1, 6, 8)], head[:4]]
-    def run(engine):
+    def run(engine, model=gen.bundle.model, weights="auto"):
         grammars = []
         for p in prompts:
             g = Grammar(tok, 3, [False] * 3)
             for t in p:
                 g.advance(t)
             grammars.append(g)
-        return sample(gen.bundle.model, prompts, 0, grammars, torch.Generator().manual_seed(4),
-                      1.0, 0, 0.95, 300, engine=engine)
-    assert run("fast") == run("naive")
+        return sample(model, prompts, 0, grammars, torch.Generator().manual_seed(4),
+                      1.0, 0, 0.95, 300, engine=engine, weights=weights)
+    assert run("fast", weights="own") == run("naive")
+    if half_weights_available():
+        assert run("fast") == run("naive", rounded)
 
 
-def test_fast_decoder_logits_match_reference(gen):
-    from drumgen.sampling import FastDecoder
-    tok, model = gen.tokenizer, gen.bundle.model
+@pytest.mark.parametrize("weights", ["own", pytest.param("fp16", marks=needs_half)])
+def test_fast_decoder_logits_match_reference(gen, rounded, weights):
+    tok = gen.tokenizer
+    model = rounded if weights == "fp16" else gen.bundle.model
     ids = torch.tensor([[tok.bos, tok.ids["TEMPO_3"], tok.ids["DENS_4"], tok.bar,
                          tok.ids["POS_0"], tok.hit_token(0, 5, 8), tok.ids["POS_4"]]])
     attn = torch.ones_like(ids)
     style = torch.tensor([2])
     with torch.no_grad():
         ref = model(input_ids=ids, style_ids=style).logits[0]
-        fast = FastDecoder(model)
+        fast = FastDecoder(gen.bundle.model, weights)
         got = [fast.start(ids[:, :3], attn[:, :3], style, 16)[0]]
         got += [fast.step(ids[:, i:i + 1])[0] for i in range(3, ids.shape[1])]
     assert torch.allclose(torch.stack(got), ref[2:], atol=1e-4)
@@ -337,3 +386,15 @@ def test_grammar_processor_keeps_generate_to_the_grammar(gen):
         body = row[: row.index(tok.eos) + 1]
         assert tok.check(body, bars=2) == [], tok.check(body, bars=2)
         assert all(t == tok.pad for t in row[len(body):])
+
+
+def test_drumgen_weights_setting_is_read_and_checked(monkeypatch):
+    from drumgen.generate import decoder_weights
+    monkeypatch.delenv("DRUMGEN_WEIGHTS", raising=False)
+    assert decoder_weights() == "auto"
+    monkeypatch.setenv("DRUMGEN_WEIGHTS", " Own ")
+    assert decoder_weights() == "own"
+    monkeypatch.setenv("DRUMGEN_WEIGHTS", "fp8")
+    with pytest.raises(ValueError,
+                       match="DRUMGEN_WEIGHTS must be one of auto, fp16, own; got 'fp8'"):
+        decoder_weights()
