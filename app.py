@@ -74,8 +74,9 @@ def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, 
              model=None, style_strength=None, session=None):
     """Generate drum grooves from scratch with the style-conditioned transformer.
 
-    Returns the audio (OGG), the grid (the groove as JSON: bars, tempo and hits with bar,
-    step, drum, velocity and offset), the .mid, the .wav, every variation's files, a summary
+    Returns the audio (OGG Vorbis, or FLAC from an app serving only its own machine), the
+    grid (the groove as JSON: bars, tempo and hits with bar, step, drum, velocity and
+    offset), the .mid, the .wav, every variation's files, a summary
     and the variation list. It answers twice: first when the shown take's audio is ready
     (the .wav and the other takes' audio not yet), then with every file. Ranges: see the
     About tab.
@@ -1100,7 +1101,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     service.preload()  # load the shipped model once, before the first click
     demo = build()
-    kwargs = {"server_name": os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+    server_name = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
+    service.set_player_audio(service.player_audio(server_name, args.share))
+    kwargs = {"server_name": server_name,
               "server_port": int(os.environ.get("GRADIO_SERVER_PORT", "7860")),
               "max_file_size": service.MAX_UPLOAD_BYTES, "theme": gr.themes.Soft(),
               # every named endpoint is also an MCP tool at /gradio_api/mcp/sse

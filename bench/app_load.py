@@ -22,7 +22,6 @@ Starts app.py as a subprocess on a free port (as a user would), then measures, i
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import tempfile
@@ -65,7 +64,7 @@ def pct(values: list[float], q: float) -> float:
 CLICK_TO_AUDIO_JS = """async (seed) => {
   const button = [...document.querySelectorAll('button.primary')]
     .find(b => b.textContent.trim() === 'Generate');
-  const link = `a[download][href*='seed${seed}'][href$='.ogg']`;
+  const link = `a[download][href*='seed${seed}']:is([href$='.ogg'], [href$='.flac'])`;
   const start = performance.now();
   const ready = new Promise(resolve => {
     const watch = new MutationObserver(() => {
@@ -107,7 +106,7 @@ EDIT_CLICK_JS = """async () => {
   const start = performance.now();
   const ready = new Promise(resolve => {
     const watch = new MutationObserver(() => {
-      const a = document.querySelector("a[download][href$='.ogg']");
+      const a = document.querySelector("a[download]:is([href$='.ogg'], [href$='.flac'])");
       if (link() !== before && a && a.getAttribute('href').includes('draft')) {
         watch.disconnect(); resolve(performance.now() - start); }
     });
@@ -196,9 +195,10 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--per-client", type=int, default=4)
     args = parser.parse_args()
-    # side by side: torch's own thread count on this machine (what the app ran with before
-    # DRUMGEN_THREADS), and drumgen's default
-    configs = {f"DRUMGEN_THREADS={os.cpu_count()}": {"DRUMGEN_THREADS": str(os.cpu_count())},
+    # side by side: the app as it was before fp16 weights and FLAC for a local player, and
+    # drumgen's default (which has both)
+    configs = {"DRUMGEN_WEIGHTS=own DRUMGEN_AUDIO=ogg": {"DRUMGEN_WEIGHTS": "own",
+                                                         "DRUMGEN_AUDIO": "ogg"},
                "default": {}}
     results = {name: measure(args, env) for name, env in configs.items()}
     ms = lambda v, q: f"{pct(v, q) * 1000:.0f} ms" if v else "n/a"  # noqa: E731

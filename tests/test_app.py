@@ -88,8 +88,9 @@ def test_generate_returns_audio_grid_midi_wav_and_info(client):
     print(f"\n/generate round trip: {latency * 1000:.0f} ms")
     assert latency < 30, f"/generate took {latency:.1f} s"
 
-    # audio: an OGG loop of exactly 4 bars at 100 bpm, audible
-    assert audio.endswith(".ogg")
+    # audio: a loop of exactly 4 bars at 100 bpm, audible; FLAC, as the app serves only
+    # this machine (an app on a network or a share link plays OGG Vorbis: see the share test)
+    assert audio.endswith(".flac") and soundfile.info(audio).format == "FLAC"
     samples, rate = soundfile.read(audio, dtype="float32")
     assert samples.ndim == 2 and samples.shape[1] == 2
     assert abs(len(samples) / rate - 9.6) < 0.02
@@ -130,31 +131,31 @@ def test_variations(client):
     assert len({Path(f).read_bytes() for f in mids}) == 3, "variations should differ"
     for f in mids:
         assert_drum_midi(f, bars=4)
-    assert len([f for f in files if f.endswith(".ogg")]) == 3
+    assert len([f for f in files if f.endswith(".flac")]) == 3
     assert "3 variation(s)" in info
     assert take["visible"] is True and len(take["choices"]) == 3
 
 
 def test_the_first_answer_carries_the_shown_take_and_the_last_every_file(client):
     """The page hears the shown take as soon as it is rendered: the first answer holds its
-    OGG, grid and .mid; the .wav and the other takes' audio come in the last answer, which is
+    audio, grid and .mid; the .wav and the other takes' audio come in the last answer, which is
     what `predict` returns. Both are real renders of the same grooves."""
     job = client.submit(**{**FUNK, "variations": 3, "seed": 21}, api_name="/generate")
     final = job.result(timeout=CALL_TIMEOUT_S)
     first, last = job.outputs()[0], job.outputs()[-1]
     assert len(job.outputs()) == 2 and tuple(last) == tuple(final)
     audio, grid, midi, wav, files, _, _ = first
-    assert audio.endswith(".ogg") and soundfile.info(audio).duration == pytest.approx(9.6, 1e-3)
+    assert audio.endswith(".flac") and soundfile.info(audio).duration == pytest.approx(9.6, 1e-3)
     assert wav is None
-    assert sorted(Path(f).suffix for f in files) == [".mid", ".mid", ".mid", ".ogg"]
+    assert sorted(Path(f).suffix for f in files) == [".flac", ".mid", ".mid", ".mid"]
     assert grid == last[1] and Path(midi).read_bytes() == Path(last[2]).read_bytes()
     # the last answer: the .wav of the take on show, every take's audio
     shown, _ = soundfile.read(audio, dtype="float32")
     full, rate = soundfile.read(last[3], dtype="float32")
     assert rate == 44100 and full.shape == shown.shape
-    assert np.corrcoef(full[:, 0], shown[:, 0])[0, 1] > 0.95  # the OGG is that WAV, encoded
-    oggs = [f for f in last[4] if f.endswith(".ogg")]
-    assert len(oggs) == 3 and len({Path(f).read_bytes() for f in oggs}) == 3
+    assert np.corrcoef(full[:, 0], shown[:, 0])[0, 1] > 0.95  # the audio is that WAV, encoded
+    played = [f for f in last[4] if f.endswith(".flac")]
+    assert len(played) == 3 and len({Path(f).read_bytes() for f in played}) == 3
 
 
 def test_sampling_parameters_default_to_the_models_and_style_strength_applies(client, shipped):
@@ -449,7 +450,8 @@ def test_stop_training(client, gmd, tmp_path):
 
 def test_share_asks_gradio_for_a_link_and_keeps_serving_locally_without_one(tmp_path):
     """`--share` reaches Gradio (it reports that no link could be made: there is no internet
-    here) and the app goes on serving on its local URL."""
+    here) and the app goes on serving on its local URL; the player's audio is OGG Vorbis, the
+    small file, as a share link's users fetch it over the internet."""
     shared = apputil.launch(tmp_path / "share-app", "--share")
     try:
         deadline = time.monotonic() + 30
@@ -459,6 +461,9 @@ def test_share_asks_gradio_for_a_link_and_keeps_serving_locally_without_one(tmp_
         assert "Could not create share link" in shared.log_tail(20_000), shared.log_tail()
         assert shared.proc.poll() is None, shared.log_tail()
         assert shared.client().predict(api_name="/new_seed") >= 0
+        audio = shared.client().predict(**{**FUNK, "bars": 1}, api_name="/generate")[0]
+        assert audio.endswith(".ogg") and soundfile.info(audio).format == "OGG"
+        assert soundfile.info(audio).subtype == "VORBIS"
     finally:
         shared.stop()
     assert shared.proc.poll() is not None

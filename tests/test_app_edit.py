@@ -42,7 +42,7 @@ def test_regenerate_keeps_kick_and_snare(client, groove):
         keep_drums="kick,snare")
     assert lane(out, (0, 1)) == lane(midi, (0, 1))
     assert lane(out, range(2, 9)) != lane(midi, range(2, 9))
-    assert audio.endswith(".ogg") and wav.endswith(".wav") and files is None
+    assert audio.endswith(".flac") and wav.endswith(".wav") and files is None
     assert "kept kick, snare" in info and grid["draft"]["bars"] == 4
 
 
@@ -96,7 +96,7 @@ def test_a_draft_renders_to_midi_and_audio(client, groove):
     audio, midi, wav, info = call(client, "/draft", grid=draft)
     crash = [h for h in Pattern.from_midi(midi).hits if h.drum == 7 and h.bar == 3]
     assert any(h.step == 15 and h.velocity == 120 for h in crash)
-    assert audio.endswith(".ogg") and f"{len(hits)} hits" in info
+    assert audio.endswith(".flac") and f"{len(hits)} hits" in info
 
 
 BAD_DRAFTS = [

@@ -33,7 +33,7 @@ def test_generate_listen_download_in_the_browser(app, tmp_path):
         # the player is ready when its download link is there (the <audio> stays hidden)
         midi_link = page.locator("a[download][href$='.mid']").first
         midi_link.wait_for(state="visible")
-        page.locator("a[download][href$='.ogg']").first.wait_for(state="visible")
+        page.locator("a[download][href$='.flac']").first.wait_for(state="visible")
         page.locator("a[download][href$='.wav']").first.wait_for(state="visible")
         grid = page.locator("#drum-grid .dg-grid")
         grid.wait_for(state="visible")
@@ -74,10 +74,10 @@ def test_variations_list_every_take_in_the_browser(app):
         listing.first.wait_for(state="visible")
         page.get_by_role("button", name="Generate", exact=True).click()
         # the other takes' audio comes in the second answer, after the first take's
-        page.locator("a[download][href*='_v3'][href$='.ogg']").first.wait_for(state="attached")
+        page.locator("a[download][href*='_v3'][href$='.flac']").first.wait_for(state="attached")
         for v in (1, 2, 3):
             assert page.locator(f"a[download][href*='_v{v}'][href$='.mid']").count() >= 1
-            assert page.locator(f"a[download][href*='_v{v}'][href$='.ogg']").count() >= 1
+            assert page.locator(f"a[download][href*='_v{v}'][href$='.flac']").count() >= 1
 
 
 def test_choosing_a_model_sets_the_sampling_sliders_to_its_defaults(app):

@@ -307,6 +307,41 @@ def test_ogg_is_much_smaller_than_wav_and_decodes_to_the_loop(renderer, groove):
     assert np.abs(decoded - audio).max() < 2 / 32768  # 16-bit PCM of the same samples
 
 
+def test_the_player_audio_is_flac_for_this_machine_and_ogg_for_a_network(monkeypatch, renderer):
+    """`DRUMGEN_AUDIO`: "auto" plays FLAC when the app serves loopback only and OGG Vorbis on
+    a network or a share link; a bad value is refused by name. The service writes what it is
+    set to, and FLAC holds the .wav's samples (to one 16-bit step: libsndfile rounds floats
+    for FLAC a hair differently than for WAV)."""
+    from drumgen import service
+    from drumgen.generate import Request
+    monkeypatch.delenv("DRUMGEN_AUDIO", raising=False)
+    assert service.player_audio("127.0.0.1") == ".flac"
+    assert service.player_audio("localhost", share=True) == ".ogg"
+    assert service.player_audio("0.0.0.0") == ".ogg"
+    monkeypatch.setenv("DRUMGEN_AUDIO", "OGG")
+    assert service.player_audio("127.0.0.1") == ".ogg"
+    monkeypatch.setenv("DRUMGEN_AUDIO", "mp3")
+    with pytest.raises(ValueError, match="DRUMGEN_AUDIO must be one of auto, ogg, flac; got 'mp3'"):
+        service.player_audio("127.0.0.1")
+    with pytest.raises(ValueError, match="the player's audio is .ogg or .flac"):
+        service.set_player_audio(".mp3")
+    with pytest.raises(ValueError, match="audio format must be one of .ogg, .flac, .wav"):
+        encode(np.zeros((8, 2), np.float32), "MP3")
+    service.set_player_audio(".flac")
+    try:
+        result = service.generate(Request(style="funk", bars=1, seed=2))
+    finally:
+        service.set_player_audio(".ogg")
+    take = result.takes[0]
+    assert take.audio.suffix == ".flac" and soundfile.info(take.audio).format == "FLAC"
+    assert service.finish(result) and take.wav.suffix == ".wav"
+    flac, rate = soundfile.read(take.audio, dtype="int16")
+    wav, _ = soundfile.read(take.wav, dtype="int16")
+    assert rate == SAMPLE_RATE and flac.shape == wav.shape
+    assert np.abs(flac.astype(int) - wav).max() <= 1
+    assert service.generate(Request(style="funk", bars=1, seed=2)).takes[0].audio.suffix == ".ogg"
+
+
 def test_write_wav_and_to_ogg(renderer, groove, tmp_path):
     path = renderer.write_wav(groove, tmp_path / "loop.wav")
     info = soundfile.info(str(path))
