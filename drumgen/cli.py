@@ -361,14 +361,15 @@ def build_parser() -> argparse.ArgumentParser:
                        "validation split (see evaluate.calibrate_strengths for the rule)")
     c.add_argument("--model", default=None)
     _data_arg(c)
-    from .evaluate import CALIBRATION_STRENGTHS
+    from .evaluate import CALIBRATION_PER_STYLE, CALIBRATION_SEED, CALIBRATION_STRENGTHS
     c.add_argument("--strengths", type=lambda v: [float(x) for x in v.split(",")],
                    default=list(CALIBRATION_STRENGTHS),
                    help="comma-separated candidates (default "
                         f"{','.join(f'{s:g}' for s in CALIBRATION_STRENGTHS)})")
-    c.add_argument("--per-style", type=int, default=128, help="grooves per style and candidate")
+    c.add_argument("--per-style", type=int, default=CALIBRATION_PER_STYLE,
+                   help="grooves per style and candidate")
     c.add_argument("--bars", type=int, default=4)
-    c.add_argument("--seed", type=int, default=5, help="the selection stream")
+    c.add_argument("--seed", type=int, default=CALIBRATION_SEED, help="the selection stream")
     c.add_argument("--json", type=Path, default=None,
                    help="also write every candidate's report and the choice to this file")
     c.add_argument("--save", action="store_true",

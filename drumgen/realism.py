@@ -124,25 +124,34 @@ def copy_rate(windows: list[Pattern], seen: set[bytes]) -> float:
 
 
 def compare(generated: list[Pattern], train: list[Pattern], val: list[Pattern],
-            seen: set[bytes], seed: int = 0) -> dict:
-    """One style's realism figures: generated vs validation beside training vs validation."""
-    gen_x, train_x, val_x = (feature_matrix(w) for w in (generated, train, val))
+            seen: set[bytes], seed: int = 0, reference: dict | None = None) -> dict:
+    """One style's realism figures: generated vs validation beside training vs validation.
+    The training-vs-validation half depends on the real windows and `seed` only: pass the
+    same `reference` dict to calls on the same real windows and seed (candidates that differ
+    only in what they generated), and it is computed once."""
+    gen_x, val_x = feature_matrix(generated), feature_matrix(val)
     sizes = [len(window_features(generated[0])[k]) for k in KINDS]
     cuts = np.cumsum([0] + sizes)
-    by_kind = {}
-    for i, kind in enumerate(KINDS):
-        cols = slice(cuts[i], cuts[i + 1])
-        by_kind[kind] = {"generated": c2st(gen_x[:, cols], val_x[:, cols], seed),
-                         "train": c2st(train_x[:, cols], val_x[:, cols], seed)}
+    ref = reference if reference is not None else {}
+    if not ref:
+        train_x = feature_matrix(train)
+        ref.update(c2st_train=c2st(train_x, val_x, seed),
+                   by_kind={kind: c2st(train_x[:, cuts[i]:cuts[i + 1]], val_x[:, cuts[i]:
+                                                                           cuts[i + 1]], seed)
+                            for i, kind in enumerate(KINDS)},
+                   distance_train=mean_distance(train, seed), copy_val=copy_rate(val, seen))
+    by_kind = {kind: {"generated": c2st(gen_x[:, cuts[i]:cuts[i + 1]],
+                                        val_x[:, cuts[i]:cuts[i + 1]], seed),
+                      "train": ref["by_kind"][kind]} for i, kind in enumerate(KINDS)}
     return {
         "windows": {"generated": len(generated), "train": len(train), "validation": len(val)},
         "c2st_gen": c2st(gen_x, val_x, seed),
-        "c2st_train": c2st(train_x, val_x, seed),
+        "c2st_train": ref["c2st_train"],
         "c2st_by_kind": by_kind,
         "distance_gen": mean_distance(generated, seed),
-        "distance_train": mean_distance(train, seed),
+        "distance_train": ref["distance_train"],
         "copy_gen": copy_rate(generated, seen),
-        "copy_val": copy_rate(val, seen),
+        "copy_val": ref["copy_val"],
     }
 
 

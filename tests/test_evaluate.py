@@ -86,6 +86,13 @@ def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsy
         assert cells.count("**") == (2 if float(chosen) in (0.5, 2.0) else 0)  # chosen: bold
     assert {k: v for k, v in saved.items() if k != "style_strengths"} == {
         k: v for k, v in before.items() if k != "style_strengths"}
+    # the candidates share what does not depend on the strength (NLL, classifier, the real
+    # windows' realism figures): a candidate's report is what `evaluate` alone measures
+    from drumgen.evaluate import CALIBRATION_SEED, evaluate, report_json
+    alone = json.loads(report_json(evaluate(folder, small_gmd, per_style=8,
+                                            seed=CALIBRATION_SEED, style_strength=2.0)))
+    assert alone["rows"] == written["reports"]["2"]["rows"]
+    assert alone["val_nll"] == written["reports"]["2"]["val_nll"]
 
     out_json = tmp_path / "eval" / "report.json"
     code = cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd),
@@ -219,6 +226,27 @@ def test_choose_strength_takes_the_least_telling_recognised_candidate():
     # a style too small for a C2ST: the lowest passing strength
     small = {2.0: _cal_row(0.9), 1.5: _cal_row(0.9), 1.0: _cal_row(0.1)}
     assert choose_strength(small, 1.75)[0] == 1.5
+
+
+def test_choose_strength_prefers_room_inside_the_targets_among_equally_telling_ones():
+    """Jazz on the round-6 selection stream (the model card's calibration table): strength 2
+    was the least telling (C2ST 0.770) at a diversity ratio of 0.92, at the sound edge, and
+    measured 0.86 on the report stream. 1.75 tells as little within the stream's noise
+    (0.772) with its diversity at 0.99, so it wins now; 1.5 (0.781) is outside the band."""
+    from drumgen.evaluate import CALIBRATION_C2ST_BAND, choose_strength
+    assert CALIBRATION_C2ST_BAND == 0.01
+    jazz = {1.0: _cal_row(0.79, 0.74, diversity=1.11, c2st=0.843, oa=1.01),
+            1.25: _cal_row(0.86, 0.74, diversity=1.06, c2st=0.793, oa=1.00),
+            1.5: _cal_row(0.92, 0.74, diversity=1.01, c2st=0.781, oa=1.03),
+            1.75: _cal_row(0.93, 0.74, diversity=0.99, c2st=0.772, oa=1.04),
+            2.0: _cal_row(0.98, 0.74, diversity=0.92, c2st=0.770, oa=1.04),
+            2.25: _cal_row(0.99, 0.74, diversity=0.85, c2st=0.778, oa=1.03)}
+    assert choose_strength(jazz, 1.75) == (
+        1.75, "furthest inside the targets of 2 within 0.01 C2ST of the least telling (2), "
+              "of 5 passing")
+    # out of the band, the least telling still wins however little room it has
+    jazz[1.75] = _cal_row(0.93, 0.74, diversity=0.99, c2st=0.781, oa=1.04)
+    assert choose_strength(jazz, 1.75) == (2.0, "least telling of 5 passing")
 
 
 def test_choose_strengths_keeps_the_pooled_copy_rate_under_real_datas():
