@@ -80,11 +80,12 @@ def centroid(audio: np.ndarray) -> float:
 
 
 #: (label, soundfile format, subtype, sample rate) of the encodings compared; the app's player
-#: gets OGG Vorbis and the download WAV (`drumgen.render.encode`)
-ENCODINGS = (("OGG Vorbis (the player's)", "OGG", "VORBIS", SAMPLE_RATE),
+#: gets FLAC on its own machine and OGG Vorbis on a network, the download WAV
+#: (`drumgen.render.encode`, `drumgen.service.player_audio`)
+ENCODINGS = (("OGG Vorbis (the player's, on a network)", "OGG", "VORBIS", SAMPLE_RATE),
              ("OGG Opus", "OGG", "OPUS", 48000), ("MP3", "MP3", "MPEG_LAYER_III", SAMPLE_RATE),
-             ("FLAC", "FLAC", "PCM_16", SAMPLE_RATE), ("WAV (the download)", "WAV", "PCM_16",
-                                                        SAMPLE_RATE))
+             ("FLAC (the player's, on its own machine)", "FLAC", "PCM_16", SAMPLE_RATE),
+             ("WAV (the download)", "WAV", "PCM_16", SAMPLE_RATE))
 
 
 def encode_table(r: Renderer, funk: Pattern, repeats: int) -> None:
