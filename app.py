@@ -69,9 +69,9 @@ def on_style(style: str):
             gr.update(value=preset.feel.swing))
 
 
-def generate(style, tempo, bars, temperature, top_k, top_p, seed, variations=1, fill=False,
-             density="auto", swing=None, humanize=0.0, kit=None, midi_layout="gm", prime=None,
-             model=None, style_strength=None, session=None):
+def generate(style, tempo, bars, temperature=None, top_k=None, top_p=None, seed=None,
+             variations=1, fill=False, density="auto", swing=None, humanize=0.0, kit=None,
+             midi_layout="gm", prime=None, model=None, style_strength=None, session=None):
     """Generate drum grooves from scratch with the style-conditioned transformer.
 
     Returns the audio (OGG Vorbis, or FLAC from an app serving only its own machine), the
@@ -831,8 +831,9 @@ client = Client("http://127.0.0.1:7860/")
 audio, grid, midi, wav, files, info, _variations = client.predict(
     style="funk", tempo=100, bars=4, seed=7, api_name="/generate")
 ```
-Parameters left out take the page's defaults; temperature, top_k, top_p and style_strength
-start at the model's saved generation defaults. `grid` is the groove as a draft (bars, tempo
+Parameters left out take the page's defaults, except temperature, top_k, top_p and
+style_strength: left out, they are the chosen model's saved generation defaults, and
+style_strength the chosen style's own. `grid` is the groove as a draft (bars, tempo
 and hits with bar, step, drum, velocity and offset); `files` lists every variation's files
 when `variations` > 1. Edits: `client.predict(midi=handle_file("in.mid"),
 keep_drums="kick,snare", api_name="/regenerate")`, or `bars="3,4", fill=True`;
@@ -957,6 +958,12 @@ def build() -> gr.Blocks:
                 bars_text = gr.Textbox(label="bars")
                 api_tempo = gr.Number(None, label="tempo")
                 track = gr.Number(None, label="track", precision=0)
+                # The endpoints' sampling settings default to None, not to the page's
+                # sliders: left out, they are the chosen model's defaults and the chosen
+                # style's own strength (the sliders hold the opening style's)
+                api_sampling = [gr.Number(None, label=name, precision=0 if name == "top_k"
+                                          else None)
+                                for name in ("temperature", "top_k", "top_p", "style_strength")]
                 api_buttons = [gr.Button(visible=False) for _ in range(4)]
             # The named endpoints (API and MCP tools) take no State: Gradio's MCP server
             # mis-handles State in queued events. The page's own buttons run the same
@@ -971,13 +978,17 @@ def build() -> gr.Blocks:
             go.click(generate, [*inputs, session], outputs, api_name="page_generate",
                      api_visibility="private", concurrency_limit=2)
             edit_out = outputs
+            swap = dict(zip([temperature, top_k, top_p, style_strength], api_sampling,
+                            strict=True))
+            api_inputs = [swap.get(c, c) for c in inputs]
+            api_samp = [*api_sampling, variations]
             for fn, components, name in (
-                    (generate, inputs, "generate"),
+                    (generate, api_inputs, "generate"),
                     (regenerate, [api_midi, style, seed, keep_drums, bars_text, as_fill,
-                                  api_tempo, *sampling, kit, midi_layout, model], "regenerate"),
+                                  api_tempo, *api_samp, kit, midi_layout, model], "regenerate"),
                     (groove, [api_midi, style, seed, strength, keep_velocity, api_tempo,
-                              *sampling, kit, midi_layout, model], "groove"),
-                    (drumify, [api_midi, style, seed, rhythm, track, api_tempo, *sampling, kit,
+                              *api_samp, kit, midi_layout, model], "groove"),
+                    (drumify, [api_midi, style, seed, rhythm, track, api_tempo, *api_samp, kit,
                                midi_layout, model], "drumify")):
                 name_errors(fn, components)
                 api_buttons.pop().click(_api(fn), components, api_out, api_name=name,

@@ -159,17 +159,24 @@ def test_the_first_answer_carries_the_shown_take_and_the_last_every_file(client)
 
 
 def test_sampling_parameters_default_to_the_models_and_style_strength_applies(client, shipped):
-    """Left out, temperature, top_k, top_p and style_strength take the shipped model's saved
-    defaults (the page's sliders start there); a style strength sent is the one used."""
-    defaults = asdict(read_defaults(shipped))
-    params = {p["parameter_name"]: p for p in
-              client.view_api(print_info=False, return_format="dict")["named_endpoints"][
-                  "/generate"]["parameters"]}
-    for name in ("temperature", "top_k", "top_p", "style_strength"):
-        assert params[name]["parameter_default"] == defaults[name], name
-    plain = client.submit(style="funk", seed=7, api_name="/generate").result(
-        timeout=CALL_TIMEOUT_S)
-    assert f"style strength {defaults['style_strength']:g}," in plain[5]
+    """Left out, temperature, top_k, top_p and style_strength are None in the API, so they take
+    the chosen model's saved defaults, and style_strength the chosen style's own (the page's
+    slider holds the opening style's, which a client must not send for another style); a
+    style strength sent is the one used."""
+    saved = read_defaults(shipped)
+    defaults = asdict(saved)
+    api = client.view_api(print_info=False, return_format="dict")["named_endpoints"]
+    for endpoint in ("/generate", "/regenerate", "/groove", "/drumify"):
+        params = {p["parameter_name"]: p for p in api[endpoint]["parameters"]}
+        for name in ("temperature", "top_k", "top_p", "style_strength"):
+            assert params[name]["parameter_has_default"], (endpoint, name)
+            assert params[name]["parameter_default"] is None, (endpoint, name)
+    assert saved.strength_for("funk") != saved.strength_for("rock")  # else this proves little
+    for style in ("funk", "rock"):
+        plain = client.submit(style=style, seed=7, api_name="/generate").result(
+            timeout=CALL_TIMEOUT_S)
+        assert f"style strength {saved.strength_for(style):g}," in plain[5], plain[5]
+        assert f"temperature {defaults['temperature']:g}" in plain[5], plain[5]
     flat = generate(client, style_strength=0)
     assert "style strength 0," in flat[5]
     assert Path(flat[2]).read_bytes() != Path(generate(client)[2]).read_bytes()
