@@ -46,18 +46,20 @@ def latency(gen: Generator, request: Request, repeats: int) -> dict[str, tuple]:
     """Per `WEIGHTINGS`: times of `repeats` requests, the tokens they made and their decoding
     steps (a batch of variations takes as many steps as its longest). The weightings take
     turns on each seed."""
-    out = {w: ([], 0, 0) for w in WEIGHTINGS}
-    for i in range(repeats):
-        request.seed = i
-        for weights in WEIGHTINGS:
-            gen.weights = weights
-            start = time.perf_counter()
-            grooves = gen.generate(request)
-            times, tokens, steps = out[weights]
-            times.append(time.perf_counter() - start)
-            out[weights] = (times, tokens + sum(len(g.tokens) - 3 for g in grooves),
-                            steps + max(len(g.tokens) - 3 for g in grooves))
-    gen.weights = "auto"
+    out, setting = {w: ([], 0, 0) for w in WEIGHTINGS}, gen.weights
+    try:
+        for i in range(repeats):
+            request.seed = i
+            for weights in WEIGHTINGS:
+                gen.weights = weights
+                start = time.perf_counter()
+                grooves = gen.generate(request)
+                times, tokens, steps = out[weights]
+                times.append(time.perf_counter() - start)
+                out[weights] = (times, tokens + sum(len(g.tokens) - 3 for g in grooves),
+                                steps + max(len(g.tokens) - 3 for g in grooves))
+    finally:
+        gen.weights = setting  # the shared Generator keeps its $DRUMGEN_WEIGHTS
     return out
 
 

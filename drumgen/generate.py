@@ -171,12 +171,11 @@ class Generator:
     _cache_lock = threading.Lock()
     _loading: dict[tuple[str, str], threading.Lock] = {}
 
-    def __init__(self, bundle: model_mod.Bundle, device: torch.device,
-                 weights: str | None = None):
+    def __init__(self, bundle: model_mod.Bundle, device: torch.device):
         self.bundle, self.device = bundle, device
         self.tokenizer = bundle.tokenizer
-        #: FastDecoder's matrices (`sampling.WEIGHTS`); $DRUMGEN_WEIGHTS when left out
-        self.weights = weights or decoder_weights()
+        #: FastDecoder's matrices (`sampling.WEIGHTS`), from $DRUMGEN_WEIGHTS
+        self.weights = decoder_weights()
 
     @classmethod
     def load(cls, folder: str | os.PathLike | None = None,

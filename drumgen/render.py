@@ -378,7 +378,7 @@ def _c_functions(fluidsynth):
 
 #: libsndfile's format and subtype for each audio format drumgen writes, by file suffix. For a
 #: 10-second loop here (bench/render.py --encode-only): OGG Vorbis is the smallest (136 KB)
-#: and the slowest to make (about 0.1 s), FLAC 855 KB in a seventh of that time, WAV 1.7 MB.
+#: and the slowest to make (about 0.1 s), FLAC 855 KB in a fifth of that time, WAV 1.7 MB.
 ENCODINGS = {".ogg": ("OGG", "VORBIS"), ".flac": ("FLAC", "PCM_16"), ".wav": ("WAV", "PCM_16")}
 
 
