@@ -1,5 +1,5 @@
 """`python -m drumgen ...`: generate, regenerate, groove, drumify, train, evaluate,
-calibrate, fit-velocities, roundtrip, data fetch|stats."""
+calibrate, fit-velocities, fit-shares, roundtrip, data fetch|stats."""
 
 from __future__ import annotations
 
@@ -150,7 +150,8 @@ def cmd_evaluate(args) -> int:
     from .pattern import atomic_write_bytes
     report = evaluate(args.model, _resolve_data(args.data), per_style=args.per_style,
                       bars=args.bars, seed=args.seed, style_strength=args.style_strength,
-                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p)
+                      temperature=args.temperature, top_k=args.top_k, top_p=args.top_p,
+                      shares=not args.no_shares)
     print(format_report(report))
     if args.json:
         atomic_write_bytes(args.json, report_json(report).encode())
@@ -199,6 +200,20 @@ def cmd_fit_velocities(args) -> None:
         print(f"  {drum:<14} " + " ".join(f"{v:3d}" for v in row))
     print(f"mean velocity of those hits {fit['velocity_mean']:.1f}; decoded with bin centres "
           f"{fit['centres_mean']:.1f}, with the table {fit['table_mean']:.1f}")
+
+
+def cmd_fit_shares(args) -> None:
+    from .generate import Generator
+    from .shares import fit
+    if args.rounds < 1 or args.per_style < 1:
+        raise SystemExit("fit-shares: --rounds and --per-style must be at least 1")
+    result = fit(args.model, _resolve_data(args.data), args.rounds, args.per_style, args.seed)
+    Generator.forget(Path(result["path"]).parent)
+    before = sum(e[0] for e in result["error"].values()) / len(result["error"])
+    after = sum(e[-1] for e in result["error"].values()) / len(result["error"])
+    print(f"wrote {result['path']} for {len(result['styles'])} styles: mean error "
+          f"{before:.3f} before, {after:.3f} after (mean |log| of generated over training "
+          "rates, by drum and step)")
 
 
 def cmd_roundtrip(args) -> None:
@@ -351,6 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--temperature", type=float, default=None, help="default: the model's")
     e.add_argument("--top-k", type=int, default=None, help="default: the model's")
     e.add_argument("--top-p", type=float, default=None, help="default: the model's")
+    e.add_argument("--no-shares", action="store_true",
+                   help="generate without the model's drum-share biases (shares.json)")
     e.add_argument("--json", type=Path, default=None,
                    help="also write the whole report, with the target misses, to this file")
     e.add_argument("--check", action="store_true",
@@ -382,6 +399,17 @@ def build_parser() -> argparse.ArgumentParser:
     v.add_argument("--model", required=True, type=Path)
     _data_arg(v)
     v.set_defaults(func=cmd_fit_velocities)
+
+    from .shares import FIT_PER_STYLE, FIT_ROUNDS, FIT_SEED
+    h = sub.add_parser("fit-shares", help="fit a model's drum-share biases (how often beats "
+                       "play each drum and each step) to a data folder's training split")
+    h.add_argument("--model", default=None)
+    _data_arg(h)
+    h.add_argument("--rounds", type=int, default=FIT_ROUNDS)
+    h.add_argument("--per-style", type=int, default=FIT_PER_STYLE,
+                   help="4-bar grooves generated per style and round")
+    h.add_argument("--seed", type=int, default=FIT_SEED)
+    h.set_defaults(func=cmd_fit_shares)
 
     r = sub.add_parser("roundtrip", help="encode and decode one MIDI file")
     r.add_argument("input", type=Path)

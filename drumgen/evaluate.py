@@ -187,14 +187,22 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
              per_style: int = 64, bars: int = 4, seed: int = 0,
              style_strength: float | None = None, real: RealData | None = None,
              generator: Generator | None = None, cache: dict | None = None,
-             **sampling) -> dict:
+             shares: bool = True, **sampling) -> dict:
     """The report `format_report` prints. Grooves are generated with the model's saved
     generation defaults, except `style_strength` and any of `sampling` (temperature, top_k,
     top_p) when given. `seed` fixes the generated stream and the classifiers' samples.
     `cache`: a dict shared by calls on the same model, `real` and `seed` (`calibrate`'s
     candidates), which keeps what does not depend on the sampling: the validation NLL, the
-    style classifier and the real-vs-real realism figures."""
+    style classifier and the real-vs-real realism figures. `shares=False` generates without
+    the model's drum-share biases (`shares.py`), as before they were fitted."""
     gen = generator or Generator.load(model_dir, device="cpu")
+    if gen.shares != shares:  # the loaded Generator is shared: put its setting back after
+        gen.shares = shares
+        try:
+            return evaluate(model_dir, data_dir, per_style, bars, seed, style_strength, real,
+                            gen, cache, shares, **sampling)
+        finally:
+            gen.shares = not shares
     real = real or real_data(gen.styles, data_dir, bars)
     cache = {} if cache is None else cache
     styles = real.styles
@@ -245,7 +253,8 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
     return {"model": str(gen.bundle.path), "val_nll": nll, "perplexity": math.exp(nll),
             "val_examples": cache["val_examples"], "validity": valid / max(1, total),
             "generated": total, "rows": rows, "bars": bars, "seed": seed,
-            "sampling": used}
+            "sampling": used,
+            "shares": sorted(s for s in styles if shares and gen.bundle.shares.get(s))}
 
 
 def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
@@ -393,7 +402,8 @@ def format_report(report: dict) -> str:
              f"{report['perplexity']:.2f} ({report['val_examples']} windows); "
              f"grammar-valid {report['validity']:.1%} of {report['generated']} generated "
              f"{report['bars']}-bar grooves ("
-             + sampling_text(report["sampling"]) + ").", ""]
+             + sampling_text(report["sampling"]) + "; drum-share biases: "
+             + (", ".join(report.get("shares") or []) or "none") + ").", ""]
     lines.append("| style | real val grooves | classifier acc. real | classifier acc. generated |"
                  " OA generated / real-vs-real (mean of 7 features) | generated taken for |")
     lines.append("|---|---|---|---|---|---|")

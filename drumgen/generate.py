@@ -176,6 +176,8 @@ class Generator:
         self.tokenizer = bundle.tokenizer
         #: FastDecoder's matrices (`sampling.WEIGHTS`), from $DRUMGEN_WEIGHTS
         self.weights = decoder_weights()
+        #: whether beats play with the model's drum-share biases (`shares.py`), where it has them
+        self.shares = True
 
     @classmethod
     def load(cls, folder: str | os.PathLike | None = None,
@@ -356,7 +358,8 @@ class Generator:
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
                           generator, sampling.temperature, sampling.top_k, sampling.top_p, room,
                           style_strength=sampling.style_strength, observe=observe,
-                          weights=self.weights)
+                          weights=self.weights,
+                          bias=self.bundle.logit_bias(style) if self.shares else None)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]

@@ -14,6 +14,7 @@ from torch import nn
 from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
+from . import shares as shares_mod
 from .pattern import atomic_write_bytes
 from .tokenizer import TokenError, Tokenizer
 
@@ -142,6 +143,23 @@ class Bundle:
     styles: list[str]
     defaults: GenerationDefaults
     path: Path | None = None
+    #: per style, the drum-share biases (`shares.py`, `shares.json`); none: the model as it is
+    shares: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._bias: dict[str, torch.Tensor | None] = {}
+
+    def set_shares(self, shares: dict[str, dict[str, list[float]]]) -> None:
+        self.shares, self._bias = dict(shares), {}
+
+    def logit_bias(self, style: str) -> torch.Tensor | None:
+        """`style`'s drum-share biases (`shares.bias_table`: a row per step of the bar, each
+        over the vocabulary), or None where it has none."""
+        if style not in self._bias:
+            entry = self.shares.get(style)
+            self._bias[style] = None if entry is None else shares_mod.bias_table(
+                self.tokenizer, entry).to(self.model.device)
+        return self._bias[style]
 
     def style_index(self, name: str) -> int:
         key = name.strip().lower()
@@ -184,6 +202,7 @@ def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
     try:
         tokenizer = Tokenizer.load(folder)
         styles = json.loads((folder / "styles.json").read_text())
+        shares = shares_mod.read(folder)
     except TokenError as exc:  # saved with other tokenizer settings
         raise ModelError(f"{folder}: {exc}") from None
     except (ValueError, TypeError) as exc:
@@ -196,7 +215,8 @@ def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
     if model.config.n_styles != len(styles) or model.config.vocab_size != len(tokenizer):
         raise ModelError(f"{folder}: styles.json or vocab.json does not match the weights")
     model.to(device).eval()
-    return Bundle(model, tokenizer, [s.lower() for s in styles], defaults, folder)
+    return Bundle(model, tokenizer, [s.lower() for s in styles], defaults, folder,
+                  {s: e for s, e in shares.items() if s in [x.lower() for x in styles]})
 
 
 def read_defaults(folder: str | os.PathLike) -> GenerationDefaults:

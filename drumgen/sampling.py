@@ -251,7 +251,8 @@ def masks(grammars: list[Grammar], device: torch.device) -> torch.Tensor:
 def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
            generator: torch.Generator, temperature: float, top_k: int, top_p: float,
            max_new: int, engine: str = "fast", style_strength: float = 1.0,
-           observe=None, weights: str = "auto") -> list[list[int]]:
+           observe=None, weights: str = "auto",
+           bias: torch.Tensor | None = None) -> list[list[int]]:
     """Extend each prompt until its grammar reaches EOS; returns the new tokens of each.
 
     Prompts may differ in length: they are left-padded, with an attention mask and positions
@@ -260,7 +261,10 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     `weights` is FastDecoder's.
     `style_strength`: see `DrumGPT.style_vector`. `observe(row, token, logits)`, if given, is
     called for every token sampled, with that row's grammar-masked logits before temperature
-    (the model's own distribution over the allowed tokens): Groove reads its expectations."""
+    (the model's own distribution over the allowed tokens): Groove reads its expectations.
+    `bias` (`shares.bias_table`: per step of the bar, a row over the vocabulary) adds the row
+    of its current step to the logits of each row inside a beat bar, not a fill (a bar opened
+    by FILL), before the grammar's mask; `observe` sees the biased logits."""
     device = next(model.parameters()).device
     n = len(prompts)
     width = max(len(p) for p in prompts)
@@ -278,6 +282,12 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     fast = FastDecoder(model, weights) if engine == "fast" else None
     vocab = model.config.vocab_size  # a transformers config's attribute lookup is slow
     out = [[] for _ in range(n)]
+    tok = grammars[0].tok
+    if bias is not None:  # per row, 1 in a beat bar, 0 in a fill; a prompt's last bar decides
+        beat = torch.tensor([[float(next((t == tok.bar for t in reversed(p)
+                                          if t in (tok.bar, tok.fill)), True))] for p in prompts],
+                            device=device)
+        bias = bias.to(device)
     for step in range(max_new):
         if fast is not None and step == 0:
             logits = fast.start(ids, attn, styles, width + max_new, style_strength).float()
@@ -306,6 +316,9 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             logits = model(input_ids=ids, style_ids=styles, attention_mask=attn,
                            position_ids=positions, use_cache=False,
                            style_strength=style_strength).logits[:, -1].float()
+        if bias is not None:
+            at = torch.tensor([max(g.state.pos, 0) for g in grammars], device=device)
+            logits = logits + beat * bias[at]
         logits = logits.masked_fill(~masks(grammars, device), float("-inf"))
         probs = warp(logits, temperature, top_k, top_p).softmax(-1)
         nxt = draw(probs, generator)
@@ -314,6 +327,8 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             if g.state.phase != "DONE":
                 out[i].append(t)
                 g.advance(t)
+                if bias is not None and t in (tok.bar, tok.fill):
+                    beat[i, 0] = float(t == tok.bar)
                 if observe is not None:
                     observe(i, t, logits[i])
             done &= g.state.phase == "DONE"
