@@ -402,8 +402,8 @@ def format_report(report: dict) -> str:
              f"{report['perplexity']:.2f} ({report['val_examples']} windows); "
              f"grammar-valid {report['validity']:.1%} of {report['generated']} generated "
              f"{report['bars']}-bar grooves ("
-             + sampling_text(report["sampling"]) + "; drum-share biases: "
-             + (", ".join(report.get("shares") or []) or "none") + ").", ""]
+             + sampling_text(report["sampling"]) + "). Drum-share biases: "
+             + (", ".join(report.get("shares") or []) or "none") + ".", ""]
     lines.append("| style | real val grooves | classifier acc. real | classifier acc. generated |"
                  " OA generated / real-vs-real (mean of 7 features) | generated taken for |")
     lines.append("|---|---|---|---|---|---|")

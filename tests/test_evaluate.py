@@ -109,6 +109,10 @@ def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsy
     assert float(head[3]) == 100.0
     played = ", ".join(f"{s} {saved['style_strengths'][s]:g}" for s in ("rock", "funk", "jazz"))
     assert head[5].endswith(f"style strength {played}"), head[5]
+    from drumgen.shares import read as read_shares
+    biased = sorted(set(read_shares(folder)) & {"rock", "funk", "jazz"})
+    assert f"). Drum-share biases: {', '.join(biased) or 'none'}." in out
+    assert report["shares"] == biased
     rows = re.findall(r"^\| (\w+) \| (\d+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) / ([\d.]+) ",
                       out, re.M)
     # small_gmd's validation beats give 4-bar grooves in funk, rock and jazz (hiphop: too few)
@@ -148,6 +152,17 @@ def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsy
     assert report["validity"] == 1.0
     assert report["sampling"]["style_strength"] == {
         s: saved["style_strengths"][s] for s in ("rock", "funk", "jazz")}
+
+    # --no-shares plays without the drum-share biases, and leaves the shared model with them
+    from drumgen.generate import Generator
+    from drumgen.shares import write as write_shares
+    write_shares(folder, {"funk": {"steps": [0.5] * 16, "hits": [[-0.5] * 16] * 9}}, {})
+    Generator.forget(folder)
+    assert cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd),
+                     "--per-style", "8", "--no-shares"]) == 0
+    assert "Drum-share biases: none." in capsys.readouterr().out
+    gen = Generator.load(folder, device="cpu")
+    assert gen.shares and gen.bundle.logit_bias("funk") is not None
 
 
 def test_the_model_card_states_the_saved_generation_defaults(shipped):
