@@ -182,6 +182,10 @@ def save(bundle: Bundle, folder: str | os.PathLike) -> Path:
     bundle.tokenizer.save(folder)
     atomic_write_bytes(folder / "styles.json", json.dumps(bundle.styles).encode())
     write_defaults(folder, bundle.defaults)
+    if bundle.shares:
+        shares_mod.write(folder, bundle.shares, {})
+    else:  # a model trained into an old folder must not play with the old model's biases
+        (folder / shares_mod.SHARES_FILE).unlink(missing_ok=True)
     return folder
 
 

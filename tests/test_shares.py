@@ -143,3 +143,17 @@ def test_fit_shares_cli_moves_the_rates_toward_the_training_split(folder, train_
                           "--data", str(train_data), "--rounds", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "--rounds" in bad.stderr
+
+
+def test_saving_a_model_keeps_its_biases_and_a_new_model_drops_the_old_ones(folder, tmp_path):
+    from drumgen import model as model_mod
+    shares.write(folder, {"funk": _entry(0.25)}, {})
+    bundle = model_mod.load(folder)
+    assert bundle.shares["funk"]["steps"] == [0.25] * 16
+    model_mod.save(bundle, tmp_path / "copy")
+    assert model_mod.load(tmp_path / "copy").shares == bundle.shares
+    # a model trained into that folder (a Bundle of its own, without biases) drops them
+    model_mod.save(model_mod.Bundle(bundle.model, bundle.tokenizer, bundle.styles,
+                                    bundle.defaults), tmp_path / "copy")
+    assert not (tmp_path / "copy" / shares.SHARES_FILE).exists()
+    assert model_mod.load(tmp_path / "copy").shares == {}
