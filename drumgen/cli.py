@@ -212,8 +212,8 @@ def cmd_fit_shares(args) -> None:
     before = sum(e[0] for e in result["error"].values()) / len(result["error"])
     after = sum(e[-1] for e in result["error"].values()) / len(result["error"])
     print(f"wrote {result['path']} for {len(result['styles'])} styles: mean error "
-          f"{before:.3f} before, {after:.3f} after (mean |log| of generated over training "
-          "rates, by drum and step)")
+          f"{before:.3f} before, {after:.3f} after (the mean |log ratio| of generated to "
+          "training rates: each drum's hits a bar, each step's onsets a bar)")
 
 
 def cmd_roundtrip(args) -> None:
