@@ -10,7 +10,8 @@ step, at the speed this core streams them (measured in the run). Each request ru
 decoder's fp16 matrices (the default on CPU) and with the model's own fp32 ones (the earlier
 default, `DRUMGEN_WEIGHTS=own`), taking turns, so the two columns share the machine's load;
 with GMD at hand (`--data`, else drumgen's usual places) it also prints the validation NLL
-under both. Then the
+under both. A model with drum-share biases also gets a 4-bar groove's cost per decoding step
+with and without them, taking turns. Then the
 decoding engines on the same model over a 512-token sequence: the naive loop (whole sequence
 every step, the original design), the Hugging Face forward with its KV cache, `generate()` with
 our grammar processor, and drumgen's FastDecoder. Figures vary with machine load: compare the
@@ -61,6 +62,27 @@ def latency(gen: Generator, request: Request, repeats: int) -> dict[str, tuple]:
     finally:
         gen.weights = setting  # the shared Generator keeps its $DRUMGEN_WEIGHTS
     return out
+
+
+def shares_cost(gen: Generator, repeats: int) -> None:
+    """A 4-bar groove with the model's drum-share biases and without, taking turns: the
+    biases change what is played, so the cost is compared per decoding step."""
+    if not gen.bundle.shares:
+        print("\nThis model has no drum-share biases (shares.json).")
+        return
+    per_step, setting = {True: [], False: []}, gen.shares
+    try:
+        for i in range(repeats):
+            for on in (True, False):
+                gen.shares = on
+                start = time.perf_counter()
+                groove = gen.generate(Request(style="funk", bars=4, tempo=100, seed=i))[0]
+                per_step[on].append((time.perf_counter() - start) / (len(groove.tokens) - 3))
+    finally:
+        gen.shares = setting
+    on, off = (statistics.median(per_step[k]) * 1e6 for k in (True, False))
+    print(f"\nDrum-share biases, a 4-bar groove: {on:.0f} us a step with them, {off:.0f} us "
+          f"without ({on / off:.2f}x), p50 of {repeats}")
 
 
 def step_matrices(model) -> list[torch.Tensor]:
@@ -201,6 +223,7 @@ def main() -> None:
                          f"{pct(times, 0.5) / floor:.0f}x, {pct(times, 0.5) / memory:.1f}x")
         ratio = pct(runs["fp16"][0], 0.5) / pct(runs["own"][0], 0.5)
         print(f"| {label} | {target} ms | {cells[0]} | {cells[1]} | {ratio:.2f} |")
+    shares_cost(gen, args.repeats)
     nll_both(gen, args.data)
     if args.no_engines:
         return
