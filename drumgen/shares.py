@@ -27,8 +27,7 @@ import numpy as np
 import torch
 
 from .constants import DRUMS, MAX_STEPS_PER_BAR
-from .pattern import Pattern
-from .pattern import atomic_write_bytes
+from .pattern import Pattern, atomic_write_bytes
 
 SHARES_FILE = "shares.json"
 FIT_ROUNDS = 4  # generate-measure-correct rounds
