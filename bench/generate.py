@@ -70,16 +70,12 @@ def shares_cost(gen: Generator, repeats: int) -> None:
     if not gen.bundle.shares:
         print("\nThis model has no drum-share biases (shares.json).")
         return
-    per_step, setting = {True: [], False: []}, gen.shares
-    try:
-        for i in range(repeats):
-            for on in (True, False):
-                gen.shares = on
-                start = time.perf_counter()
-                groove = gen.generate(Request(style="funk", bars=4, tempo=100, seed=i))[0]
-                per_step[on].append((time.perf_counter() - start) / (len(groove.tokens) - 3))
-    finally:
-        gen.shares = setting
+    per_step = {True: [], False: []}
+    for i in range(repeats):
+        for on in (True, False):
+            start = time.perf_counter()
+            groove = gen.generate(Request(style="funk", bars=4, tempo=100, seed=i), shares=on)[0]
+            per_step[on].append((time.perf_counter() - start) / (len(groove.tokens) - 3))
     on, off = (statistics.median(per_step[k]) * 1e6 for k in (True, False))
     print(f"\nDrum-share biases, a 4-bar groove: {on:.0f} us a step with them, {off:.0f} us "
           f"without ({on / off:.2f}x), p50 of {repeats}")

@@ -205,8 +205,9 @@ def cmd_fit_velocities(args) -> None:
 def cmd_fit_shares(args) -> None:
     from .generate import Generator
     from .shares import fit
-    if args.rounds < 1 or args.per_style < 1:
-        raise SystemExit("fit-shares: --rounds and --per-style must be at least 1")
+    for flag, value in (("--rounds", args.rounds), ("--per-style", args.per_style)):
+        if value < 1:
+            raise SystemExit(f"fit-shares: {flag} must be at least 1; got {value}")
     result = fit(args.model, _resolve_data(args.data), args.rounds, args.per_style, args.seed)
     Generator.forget(Path(result["path"]).parent)
     before = sum(e[0] for e in result["error"].values()) / len(result["error"])
@@ -400,14 +401,14 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arg(v)
     v.set_defaults(func=cmd_fit_velocities)
 
-    from .shares import FIT_PER_STYLE, FIT_ROUNDS, FIT_SEED
+    from .shares import FIT_BARS, FIT_PER_STYLE, FIT_ROUNDS, FIT_SEED
     h = sub.add_parser("fit-shares", help="fit a model's drum-share biases (how often beats "
                        "play each drum and each step) to a data folder's training split")
     h.add_argument("--model", default=None)
     _data_arg(h)
     h.add_argument("--rounds", type=int, default=FIT_ROUNDS)
     h.add_argument("--per-style", type=int, default=FIT_PER_STYLE,
-                   help="4-bar grooves generated per style and round")
+                   help=f"{FIT_BARS}-bar grooves generated per style and round")
     h.add_argument("--seed", type=int, default=FIT_SEED)
     h.set_defaults(func=cmd_fit_shares)
 

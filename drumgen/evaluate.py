@@ -169,16 +169,17 @@ def real_data(styles: list[str], data_dir: str | os.PathLike, bars: int = 4) -> 
 
 
 def generate_for(gen: Generator, real: RealData, per_style: int, bars: int, seed: int,
-                 **sampling) -> tuple[dict[str, list[Pattern]], int, int]:
+                 shares: bool = True, **sampling) -> tuple[dict[str, list[Pattern]], int, int]:
     """`per_style` grooves of `bars` bars for each of `real.styles`, at tempos drawn from the
     style's validation grooves; `sampling` overrides the model's defaults (temperature, top_k,
-    top_p, style_strength). Returns the grooves by style, and the valid and total counts."""
+    top_p, style_strength); `shares`: with the model's drum-share biases. Returns the grooves
+    by style, and the valid and total counts."""
     rng = random.Random(seed)
     made: dict[str, list[Pattern]] = {}
     valid = total = 0
     for style in real.styles:
         made[style], ok = _generate(gen, style, [p.tempo for p in real.val[style]], per_style,
-                                    bars, rng, **sampling)
+                                    bars, rng, shares=shares, **sampling)
         valid, total = valid + ok, total + len(made[style])
     return made, valid, total
 
@@ -196,13 +197,6 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
     style classifier and the real-vs-real realism figures. `shares=False` generates without
     the model's drum-share biases (`shares.py`), as before they were fitted."""
     gen = generator or Generator.load(model_dir, device="cpu")
-    if gen.shares != shares:  # the loaded Generator is shared: put its setting back after
-        gen.shares = shares
-        try:
-            return evaluate(model_dir, data_dir, per_style, bars, seed, style_strength, real,
-                            gen, cache, shares, **sampling)
-        finally:
-            gen.shares = not shares
     real = real or real_data(gen.styles, data_dir, bars)
     cache = {} if cache is None else cache
     styles = real.styles
@@ -226,7 +220,8 @@ def evaluate(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
             "style_strength": d.style_strength, **sampling}
     if "style_strength" not in sampling and d.style_strengths:  # each style plays at its own
         used["style_strength"] = {s: d.strength_for(s) for s in real.styles}
-    generated, valid, total = generate_for(gen, real, per_style, bars, seed, **sampling)
+    generated, valid, total = generate_for(gen, real, per_style, bars, seed, shares=shares,
+                                           **sampling)
     rows = []
     for style in styles:
         made = generated[style]
@@ -305,9 +300,10 @@ def source_style_accuracy(model_dir: str | os.PathLike, style: str, source: str,
 
 
 def _generate(gen: Generator, style: str, tempos: list[float], n: int, bars: int,
-              rng: random.Random, **sampling) -> tuple[list[Pattern], int]:
+              rng: random.Random, shares: bool = True, **sampling) -> tuple[list[Pattern], int]:
     """`n` grooves of `style` at tempos drawn from `tempos` (as played, before any feel), and
-    how many were grammar-valid; `sampling` overrides the model's defaults."""
+    how many were grammar-valid; `sampling` overrides the model's defaults, and `shares` says
+    whether the model's drum-share biases play."""
     made, valid = [], 0
     while len(made) < n:
         request = Request(style=style, bars=bars,
@@ -316,7 +312,7 @@ def _generate(gen: Generator, style: str, tempos: list[float], n: int, bars: int
                           seed=rng.randrange(2**31),
                           variations=min(PARAMS["variations"].hi, n - len(made)),
                           **sampling)
-        for groove in gen.generate(request):
+        for groove in gen.generate(request, shares=shares):
             valid += not gen.tokenizer.check(groove.tokens, bars=bars)
             made.append(groove.raw)
     return made, valid

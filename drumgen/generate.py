@@ -176,7 +176,8 @@ class Generator:
         self.tokenizer = bundle.tokenizer
         #: FastDecoder's matrices (`sampling.WEIGHTS`), from $DRUMGEN_WEIGHTS
         self.weights = decoder_weights()
-        #: whether beats play with the model's drum-share biases (`shares.py`), where it has them
+        #: whether beats play with the model's drum-share biases (`shares.py`), where it has
+        #: them, unless a call says otherwise (`generate(shares=)`)
         self.shares = True
 
     @classmethod
@@ -233,8 +234,9 @@ class Generator:
             raise RequestError(f"style: unknown style or preset {name!r}; choose one of {choices}")
         return style, preset
 
-    def generate(self, request: Request) -> list[Groove]:
-        """`request.variations` grooves of exactly `request.bars` bars each."""
+    def generate(self, request: Request, shares: bool | None = None) -> list[Groove]:
+        """`request.variations` grooves of exactly `request.bars` bars each. `shares`: whether
+        beats play with the model's drum-share biases; None: `self.shares`."""
         request.validate()
         style, preset = self.resolve_style(request.style)
         seed = request.seed if request.seed is not None else random.randrange(2**31)
@@ -248,7 +250,7 @@ class Generator:
         generator = torch.Generator(device=self.device).manual_seed(seed)
         bodies = on_inference_thread(self.decode, style, request.variations, request.bars,
                                      tempo_bucket(request.tempo), fills, density, sampling,
-                                     generator, prime=prime)
+                                     generator, prime=prime, shares=shares)
         feel = Feel(swing=50.0 if request.swing is None else request.swing,
                     humanize=request.humanize)
         if preset:
@@ -308,15 +310,19 @@ class Generator:
     def decode(self, style: str, n: int, bars: int, tempo: int, fills: list[bool],
                density: int | None, sampling: Sampling, generator: torch.Generator,
                prime: list[int] | None = None, specs: list[BarSpec | None] | None = None,
-               observe=None, prefix: list[int] | None = None) -> list[list[int]]:
+               observe=None, prefix: list[int] | None = None,
+               shares: bool | None = None) -> list[list[int]]:
         """`n` whole token sequences of `bars` bars. Generates in passes of at most
         MAX_PASS_BARS bars, each pass seeing up to CONTEXT_BARS earlier bars (of the prime, or
         of the previous pass). `specs` constrains bars (edits; see `constraints.py`): a kept
         bar joins the context without decoding, and a pass stops at its last bar that is not
         kept. `observe(row, token, logits)` sees every sampled token (see `sample`).
         `prefix` goes after the DENS token of every pass, outside the grammar: a task's input
-        (the Groove task's quantized pattern); it is not part of the returned sequences."""
+        (the Groove task's quantized pattern); it is not part of the returned sequences.
+        `shares`: see `generate`."""
         tok = self.tokenizer
+        bias = self.bundle.logit_bias(style) if (self.shares if shares is None else shares) \
+            else None
         specs = specs or [None] * bars
         heads = [[tok.bos, tok.ids[f"TEMPO_{tempo}"]] for _ in range(n)]
         bodies: list[list[list[int]]] = [[] for _ in range(n)]  # per variation, per bar
@@ -358,8 +364,7 @@ class Generator:
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
                           generator, sampling.temperature, sampling.top_k, sampling.top_p, room,
                           style_strength=sampling.style_strength, observe=observe,
-                          weights=self.weights,
-                          bias=self.bundle.logit_bias(style) if self.shares else None)
+                          weights=self.weights, bias=bias)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]

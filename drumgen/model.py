@@ -219,8 +219,12 @@ def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
     if model.config.n_styles != len(styles) or model.config.vocab_size != len(tokenizer):
         raise ModelError(f"{folder}: styles.json or vocab.json does not match the weights")
     model.to(device).eval()
-    return Bundle(model, tokenizer, [s.lower() for s in styles], defaults, folder,
-                  {s: e for s, e in shares.items() if s in [x.lower() for x in styles]})
+    styles = [s.lower() for s in styles]
+    unknown = sorted(set(shares) - set(styles))
+    if unknown:
+        raise ModelError(f"{folder}: {shares_mod.SHARES_FILE} has biases for styles the model "
+                         f"does not know: {', '.join(unknown)}")
+    return Bundle(model, tokenizer, styles, defaults, folder, shares)
 
 
 def read_defaults(folder: str | os.PathLike) -> GenerationDefaults:

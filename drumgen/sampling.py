@@ -260,11 +260,13 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     (the Hugging Face forward with its KV cache) or "naive" (the whole sequence every step);
     `weights` is FastDecoder's.
     `style_strength`: see `DrumGPT.style_vector`. `observe(row, token, logits)`, if given, is
-    called for every token sampled, with that row's grammar-masked logits before temperature
-    (the model's own distribution over the allowed tokens): Groove reads its expectations.
+    called for every token sampled, with that row's grammar-masked logits before temperature,
+    the distribution sampled from (with `bias` added where it applies): Groove reads its
+    expectations from them.
     `bias` (`shares.bias_table`: per step of the bar, a row over the vocabulary) adds the row
     of its current step to the logits of each row inside a beat bar, not a fill (a bar opened
-    by FILL), before the grammar's mask; `observe` sees the biased logits."""
+    by FILL), before the grammar's mask. It is one value for all of a drum's velocity and
+    timing tokens at a step, so within a hit it changes nothing Groove reads."""
     device = next(model.parameters()).device
     n = len(prompts)
     width = max(len(p) for p in prompts)
@@ -283,10 +285,10 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     vocab = model.config.vocab_size  # a transformers config's attribute lookup is slow
     out = [[] for _ in range(n)]
     tok = grammars[0].tok
-    if bias is not None:  # per row, 1 in a beat bar, 0 in a fill; a prompt's last bar decides
-        beat = torch.tensor([[float(next((t == tok.bar for t in reversed(p)
-                                          if t in (tok.bar, tok.fill)), True))] for p in prompts],
-                            device=device)
+    if bias is not None:  # per row, 1 in a beat bar, 0 in a fill; every pass opens a bar
+        # first (the prompt's bars are closed), so the sampled BAR or FILL sets it before any
+        # POS or HIT token can be drawn
+        beat = torch.ones((n, 1), device=device)
         bias = bias.to(device)
     for step in range(max_new):
         if fast is not None and step == 0:

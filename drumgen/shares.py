@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .constants import DRUMS, MAX_STEPS_PER_BAR
+from .constants import DRUMS, MAX_STEPS_PER_BAR, SHIFT_BINS, VELOCITY_BINS
 from .pattern import Pattern, atomic_write_bytes
 
 SHARES_FILE = "shares.json"
@@ -40,6 +40,7 @@ FIT_PRIOR = 8.0  # onsets: a drum's rate at a step is shrunk toward its rate ove
 FIT_MIN_BARS = 64  # styles with fewer training beat bars keep the model as it is
 FIT_BARS = 4
 STEPS = MAX_STEPS_PER_BAR
+HITS_PER_DRUM = VELOCITY_BINS * SHIFT_BINS  # HIT tokens of one drum, in the tokenizer's order
 
 
 def rates(patterns: list[Pattern]) -> dict[str, np.ndarray]:
@@ -67,10 +68,10 @@ def bias_table(tokenizer, entry: dict) -> torch.Tensor:
     drum d, `hits[d][p]` (the bias for a hit at step p)."""
     steps, hits = entry["steps"], entry["hits"]
     out = torch.zeros((STEPS, len(tokenizer)))
-    for i, name in enumerate(tokenizer.vocab):
-        kind = tokenizer.kind[i]
-        if kind == "HIT":
-            out[:, i] = torch.tensor(hits[int(name.split("_")[1])], dtype=torch.float32)
+    for i, kind in enumerate(tokenizer.kind):
+        if kind == "HIT":  # the hit order is (drum, velocity bin, shift bin)
+            out[:, i] = torch.tensor(hits[tokenizer.value[i] // HITS_PER_DRUM],
+                                     dtype=torch.float32)
         elif kind == "POS" and tokenizer.value[i] < STEPS:
             out[:, i] = float(steps[tokenizer.value[i]])
     return out
@@ -121,13 +122,17 @@ def fit(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
         rounds: int = FIT_ROUNDS, per_style: int = FIT_PER_STYLE, seed: int = FIT_SEED,
         emit=print) -> dict:
     """Fit the biases of every style with at least FIT_MIN_BARS training beat bars, at the
-    model's own generation defaults, and save them into the model folder. Returns the styles'
-    biases and the error (`_error`) before the first round and after each."""
+    model's own generation defaults, and save them into the model folder, with the settings
+    they were fitted at (biases fitted at one style strength are only roughly right at
+    another: fit again after `calibrate` changes one). Returns the styles' biases and the error
+    (`_error`) before the first round and after each."""
     from . import data as data_mod
+    from . import model as model_mod
     from .evaluate import _generate, _grooves
-    from .generate import Generator
-    gen = Generator.load(model_dir, device="cpu")
-    folder = gen.bundle.path
+    from .generate import DEFAULT_MODEL, Generator, Request
+    folder = Path(model_dir or DEFAULT_MODEL).resolve()
+    # a Generator of its own: the cached one may be serving requests while the biases move
+    gen = Generator(model_mod.load(folder), torch.device("cpu"))
     dataset = data_mod.load(data_dir)
     pairs = data_mod.read_patterns([r for r in dataset.records if r.split == "train"], [])
     real = _grooves(pairs, FIT_BARS)
@@ -138,29 +143,25 @@ def fit(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
     biases = {s: {"steps": np.zeros(STEPS), "hits": np.zeros((len(DRUMS), STEPS))}
               for s in styles}
     history: dict[str, list[float]] = {s: [] for s in styles}
-    saved = gen.bundle.shares
-    try:
-        for r in range(rounds + 1):
-            gen.bundle.set_shares({s: {k: v.tolist() for k, v in b.items()}
-                                   for s, b in biases.items()})
-            rng = random.Random(seed * 1000 + r)
-            for style in styles:
-                made, _ = _generate(gen, style, [p.tempo for p in real[style]], per_style,
-                                    FIT_BARS, rng)
-                got = rates(made)
-                history[style].append(_error(targets[style], got))
-                if r == rounds:  # the last pass only measures
-                    continue
-                for k in ("steps", "hits"):
-                    biases[style][k] = np.clip(biases[style][k] + FIT_STEP * _log_ratio(
-                        targets[style], got, k), -FIT_CLIP, FIT_CLIP)
-            emit(f"round {r}: mean error {np.mean([h[-1] for h in history.values()]):.3f} "
-                 f"({', '.join(f'{s} {h[-1]:.3f}' for s, h in history.items())})")
-    except BaseException:
-        gen.bundle.set_shares(saved)
-        raise
+    for r in range(rounds + 1):
+        gen.bundle.set_shares({s: {k: v.tolist() for k, v in b.items()}
+                               for s, b in biases.items()})
+        rng = random.Random(seed * 1000 + r)
+        for style in styles:
+            made, _ = _generate(gen, style, [p.tempo for p in real[style]], per_style,
+                                FIT_BARS, rng)
+            got = rates(made)
+            history[style].append(_error(targets[style], got))
+            if r == rounds:  # the last pass only measures
+                continue
+            for k in ("steps", "hits"):
+                biases[style][k] = np.clip(biases[style][k] + FIT_STEP * _log_ratio(
+                    targets[style], got, k), -FIT_CLIP, FIT_CLIP)
+        emit(f"round {r}: mean error {np.mean([h[-1] for h in history.values()]):.3f} "
+             f"({', '.join(f'{s} {h[-1]:.3f}' for s, h in history.items())})")
     result = {s: {k: np.round(v, 4).tolist() for k, v in b.items()} for s, b in biases.items()}
+    played = {s: gen.sampling(Request(style=s), s)._asdict() for s in styles}
     write(folder, result, {"fitted": {"rounds": rounds, "per_style": per_style, "seed": seed,
-                                      "bars": FIT_BARS, "error": history}})
-    gen.bundle.set_shares(result)
+                                      "bars": FIT_BARS, "sampling": played, "error": history}})
+    Generator.forget(folder)  # loaded models pick the new biases up on their next load
     return {"styles": result, "error": history, "path": str(folder / SHARES_FILE)}

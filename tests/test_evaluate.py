@@ -153,16 +153,28 @@ def test_calibrate_then_evaluate_cli_prints_the_report(shipped, small_gmd, capsy
     assert report["sampling"]["style_strength"] == {
         s: saved["style_strengths"][s] for s in ("rock", "funk", "jazz")}
 
-    # --no-shares plays without the drum-share biases, and leaves the shared model with them
+    # --no-shares plays exactly as a folder without drum-share biases, and leaves the loaded
+    # model playing with them
     from drumgen.generate import Generator
+    from drumgen.shares import SHARES_FILE
     from drumgen.shares import write as write_shares
     write_shares(folder, {"funk": {"steps": [0.5] * 16, "hits": [[-0.5] * 16] * 9}}, {})
     Generator.forget(folder)
+    off, plain = tmp_path / "off.json", tmp_path / "plain.json"
     assert cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd),
-                     "--per-style", "8", "--no-shares"]) == 0
+                     "--per-style", "8", "--no-shares", "--json", str(off)]) == 0
     assert "Drum-share biases: none." in capsys.readouterr().out
     gen = Generator.load(folder, device="cpu")
     assert gen.shares and gen.bundle.logit_bias("funk") is not None
+    funk_on = next(r for r in json.loads(report_json(evaluate(
+        folder, small_gmd, per_style=8)))["rows"] if r["style"] == "funk")
+    (folder / SHARES_FILE).unlink()
+    Generator.forget(folder)
+    assert cli.main(["evaluate", "--model", str(folder), "--data", str(small_gmd),
+                     "--per-style", "8", "--json", str(plain)]) == 0
+    rows = json.loads(off.read_text())["rows"]
+    assert rows == json.loads(plain.read_text())["rows"]
+    assert funk_on != next(r for r in rows if r["style"] == "funk")  # the biases played
 
 
 def test_the_model_card_states_the_saved_generation_defaults(shipped):

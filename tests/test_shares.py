@@ -80,10 +80,12 @@ def test_biases_play_in_beat_bars_and_not_in_fills(folder):
         fill_like_beat += all(h.step % 2 == 0 for h in fill) and \
             {h.step for h in fill} == {h.step for h in fill if h.drum == RIDE}
     assert fill_like_beat < len(grooves)
-    # the setting that turns them off plays the model as it is
-    gen.shares = False
-    plain = gen.generate(Request(style="funk", bars=2, variations=8, seed=2))
+    # a call without them, or the setting that turns them off, plays the model as it is
+    plain = gen.generate(Request(style="funk", bars=2, variations=8, seed=2), shares=False)
     assert any(h.step % 2 or h.drum != RIDE for g in plain for h in g.raw.bar_hits(0))
+    gen.shares = False
+    assert [g.tokens for g in gen.generate(Request(style="funk", bars=2, variations=8,
+                                                   seed=2))] == [g.tokens for g in plain]
     # styles without biases play as before
     assert gen.bundle.logit_bias("rock") is None
 
@@ -122,6 +124,10 @@ def test_a_corrupt_shares_file_is_refused_by_name(folder):
     shares.write(folder, {"funk": _entry(float("nan"))}, {})
     with pytest.raises(ModelError, match="not a finite number"):
         Generator.load(folder, device="cpu")
+    shares.write(folder, {"fnuk": _entry()}, {})
+    with pytest.raises(ModelError, match="shares.json has biases for styles the model does "
+                                         "not know: fnuk"):
+        Generator.load(folder, device="cpu")
 
 
 def test_fit_shares_cli_moves_the_rates_toward_the_training_split(folder, train_data):
@@ -135,6 +141,10 @@ def test_fit_shares_cli_moves_the_rates_toward_the_training_split(folder, train_
     assert f"wrote {folder / shares.SHARES_FILE} for 3 styles" in run.stdout
     saved = json.loads((folder / shares.SHARES_FILE).read_text())
     assert set(saved["styles"]) == {"funk", "rock", "jazz"}
+    # the settings they were fitted at: the model's defaults, each style at its own strength
+    defaults = Generator.load(folder, device="cpu").bundle.defaults
+    assert {s: v["style_strength"] for s, v in saved["fitted"]["sampling"].items()} == {
+        s: defaults.strength_for(s) for s in ("funk", "rock", "jazz")}
     for style, error in saved["fitted"]["error"].items():
         assert len(error) == 3 and error[-1] < error[0], (style, error)
     gen = Generator.load(folder, device="cpu")
@@ -142,7 +152,7 @@ def test_fit_shares_cli_moves_the_rates_toward_the_training_split(folder, train_
     bad = subprocess.run([sys.executable, "-m", "drumgen", "fit-shares", "--model", str(folder),
                           "--data", str(train_data), "--rounds", "0"],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert bad.returncode != 0 and "--rounds" in bad.stderr
+    assert bad.returncode != 0 and "--rounds must be at least 1; got 0" in bad.stderr
 
 
 def test_saving_a_model_keeps_its_biases_and_a_new_model_drops_the_old_ones(folder, tmp_path):
