@@ -203,13 +203,11 @@ def cmd_fit_velocities(args) -> None:
 
 
 def cmd_fit_shares(args) -> None:
-    from .generate import Generator
     from .shares import fit
     for flag, value in (("--rounds", args.rounds), ("--per-style", args.per_style)):
         if value < 1:
             raise SystemExit(f"fit-shares: {flag} must be at least 1; got {value}")
     result = fit(args.model, _resolve_data(args.data), args.rounds, args.per_style, args.seed)
-    Generator.forget(Path(result["path"]).parent)
     before = sum(e[0] for e in result["error"].values()) / len(result["error"])
     after = sum(e[-1] for e in result["error"].values()) / len(result["error"])
     print(f"wrote {result['path']} for {len(result['styles'])} styles: mean error "

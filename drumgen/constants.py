@@ -61,6 +61,8 @@ VELOCITY_BINS = 8
 #: Microtiming bins: uniform over [-0.5, 0.5) of a 16th step. At 100 bpm a step is 150 ms, so a
 #: bin is 9.4 ms and the worst rounding error 4.7 ms.
 SHIFT_BINS = 16
+#: HIT tokens per drum: a HIT token's value (its hit order) is (drum, velocity bin, shift bin)
+HITS_PER_DRUM = VELOCITY_BINS * SHIFT_BINS
 
 #: Tempo buckets (bpm upper edges) for the tempo conditioning token; GMD spans about 50-230 bpm.
 TEMPO_EDGES: tuple[float, ...] = (70, 85, 95, 105, 115, 130, 150)

@@ -29,10 +29,8 @@ from dataclasses import dataclass, field
 
 import torch
 
-from .constants import DRUMS, SHIFT_BINS, VELOCITY_BINS
+from .constants import DRUMS, HITS_PER_DRUM
 from .tokenizer import Grammar, Tokenizer
-
-HITS_PER_DRUM = VELOCITY_BINS * SHIFT_BINS
 
 
 class ConstraintError(ValueError):

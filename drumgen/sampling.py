@@ -284,11 +284,10 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     fast = FastDecoder(model, weights) if engine == "fast" else None
     vocab = model.config.vocab_size  # a transformers config's attribute lookup is slow
     out = [[] for _ in range(n)]
-    tok = grammars[0].tok
     if bias is not None:  # per row, 1 in a beat bar, 0 in a fill; every pass opens a bar
         # first (the prompt's bars are closed), so the sampled BAR or FILL sets it before any
         # POS or HIT token can be drawn
-        beat = torch.ones((n, 1), device=device)
+        beat, tok = torch.ones((n, 1), device=device), grammars[0].tok
         bias = bias.to(device)
     for step in range(max_new):
         if fast is not None and step == 0:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .constants import DRUMS, MAX_STEPS_PER_BAR, SHIFT_BINS, VELOCITY_BINS
+from .constants import DRUMS, HITS_PER_DRUM, MAX_STEPS_PER_BAR
 from .pattern import Pattern, atomic_write_bytes
 
 SHARES_FILE = "shares.json"
@@ -40,7 +40,6 @@ FIT_PRIOR = 8.0  # onsets: a drum's rate at a step is shrunk toward its rate ove
 FIT_MIN_BARS = 64  # styles with fewer training beat bars keep the model as it is
 FIT_BARS = 4
 STEPS = MAX_STEPS_PER_BAR
-HITS_PER_DRUM = VELOCITY_BINS * SHIFT_BINS  # HIT tokens of one drum, in the tokenizer's order
 
 
 def rates(patterns: list[Pattern]) -> dict[str, np.ndarray]:
@@ -105,17 +104,17 @@ def write(folder: str | os.PathLike, styles: dict, meta: dict) -> Path:
     return path
 
 
-def _log_ratio(target: dict, made: dict, key: str) -> np.ndarray:
-    return np.log(np.maximum(target[key], FIT_FLOOR) / np.maximum(made[key], FIT_FLOOR))
+def _log_ratio(target: np.ndarray, made: np.ndarray) -> np.ndarray:
+    return np.log(np.maximum(target, FIT_FLOOR) / np.maximum(made, FIT_FLOOR))
 
 
 def _error(target: dict, made: dict) -> float:
     """How far generated rates are from the target: the mean absolute log ratio of each
     drum's hits a bar (the drum counts) and of each step's onsets a bar."""
-    drums = {"d": (target["hits"] * target["steps"]).sum(1)}
-    got = {"d": (made["hits"] * made["steps"]).sum(1)}
-    return float(np.mean(np.abs(np.concatenate([_log_ratio(drums, got, "d"),
-                                                 _log_ratio(target, made, "steps")]))))
+    def drums(r: dict) -> np.ndarray:
+        return (r["hits"] * r["steps"]).sum(1)
+    return float(np.mean(np.abs(np.concatenate([_log_ratio(drums(target), drums(made)),
+                                                 _log_ratio(target["steps"], made["steps"])]))))
 
 
 def fit(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
@@ -156,7 +155,7 @@ def fit(model_dir: str | os.PathLike | None, data_dir: str | os.PathLike,
                 continue
             for k in ("steps", "hits"):
                 biases[style][k] = np.clip(biases[style][k] + FIT_STEP * _log_ratio(
-                    targets[style], got, k), -FIT_CLIP, FIT_CLIP)
+                    targets[style][k], got[k]), -FIT_CLIP, FIT_CLIP)
         emit(f"round {r}: mean error {np.mean([h[-1] for h in history.values()]):.3f} "
              f"({', '.join(f'{s} {h[-1]:.3f}' for s, h in history.items())})")
     result = {s: {k: np.round(v, 4).tolist() for k, v in b.items()} for s, b in biases.items()}
