@@ -1,7 +1,8 @@
 """drumgen in the browser: Generate, Train and About tabs over the drumgen package.
 
 Run `make demo` (or `python app.py`). Listens on GRADIO_SERVER_NAME:GRADIO_SERVER_PORT
-(127.0.0.1:7860 by default); `--share` or DRUMGEN_SHARE=1 asks for a share link.
+(127.0.0.1:7860 by default); `--share` or DRUMGEN_SHARE=1 asks for a share link. The page is
+served before the model is loaded (DRUMGEN_PRELOAD=before loads it first).
 """
 
 from __future__ import annotations
@@ -24,11 +25,10 @@ from drumgen import finetune as finetune_mod  # noqa: E402
 from drumgen import presets as presets_mod  # noqa: E402
 from drumgen import service  # noqa: E402
 from drumgen.constants import DENSITY_NAMES, DRUMS, MIDI_LAYOUTS  # noqa: E402
-from drumgen.edit import DrumifyRequest, GrooveRequest, RegenerateRequest  # noqa: E402
-from drumgen.generate import Request, RequestError  # noqa: E402
-from drumgen.model import GenerationDefaults, ModelError  # noqa: E402
+from drumgen.folders import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
-from drumgen.schema import PARAMS, markdown_table  # noqa: E402
+from drumgen.requests import DrumifyRequest, GrooveRequest, RegenerateRequest, Request  # noqa: E402
+from drumgen.schema import PARAMS, RequestError, markdown_table  # noqa: E402
 
 # The work (models, kits, rendering, files, training) goes through `service`; the rest of
 # drumgen imported here is requests, errors, constants and text (tests/test_layout.py).
@@ -1110,7 +1110,6 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--share", action="store_true", default=os.environ.get(
         "DRUMGEN_SHARE") == "1", help="ask Gradio for a public share link")
     args = parser.parse_args(argv)
-    service.preload()  # load the shipped model once, before the first click
     demo = build()
     server_name = os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1")
     service.set_player_audio(service.player_audio(server_name, args.share))
@@ -1121,7 +1120,18 @@ def main(argv: list[str] | None = None) -> None:
               "mcp_server": os.environ.get("DRUMGEN_MCP", "1") != "0"}
     demo.queue(default_concurrency_limit=2)
     # With no share server reachable, Gradio says so and keeps serving locally by itself.
-    demo.launch(share=args.share, **kwargs)
+    # The page is served first and the model loaded after: building the page needs no torch
+    # (tests/test_layout.py), and importing torch and transformers and loading the weights
+    # takes seconds. A click that comes sooner waits for the load, not for an error.
+    # DRUMGEN_PRELOAD=before loads first, so that a page that answers has its model ready
+    # (the order before, which bench/app_load.py measures beside this one).
+    before = os.environ.get("DRUMGEN_PRELOAD", "after") == "before"
+    if before:
+        service.preload()
+    demo.launch(share=args.share, prevent_thread_lock=True, **kwargs)
+    if not before:
+        service.preload()  # the shipped model, once, before the first click
+    demo.block_thread()
 
 if __name__ == "__main__":
     main()

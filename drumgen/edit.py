@@ -11,9 +11,7 @@ Call them through the inference API: `Generator.load().regenerate(RegenerateRequ
 from __future__ import annotations
 
 import math
-import os
 import random
-from dataclasses import dataclass
 
 import torch
 
@@ -29,74 +27,19 @@ from .generate import (
     _density_bucket,
     _split_bars,
     check_density,
-    check_sampling,
     on_inference_thread,
 )
 from .pattern import Hit, MidiError, Pattern, Rhythm, parse_rhythm, read_rhythm
+from .requests import (  # noqa: F401  (re-exported: the requests' home before requests.py)
+    DrumifyRequest,
+    EditRequest,
+    GrooveRequest,
+    RegenerateRequest,
+    Source,
+)
 from .tokenizer import bin_shift, density_bucket, shift_bin, tempo_bucket, velocity_bin
 
-Source = Pattern | bytes | str | os.PathLike
 KICK, SNARE = DRUMS.index("kick"), DRUMS.index("snare")
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests
-
-@dataclass
-class EditRequest:
-    """What every edit takes besides its input. `None` sampling values take the model's saved
-    defaults; `tempo` None keeps the input's first tempo."""
-
-    style: str = "funk"
-    seed: int | None = None
-    tempo: float | None = None
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    style_strength: float | None = None
-    variations: int = 1
-
-    def validate(self) -> None:
-        if self.tempo is not None:
-            schema.check("tempo", self.tempo)
-        check_sampling(self)
-
-
-@dataclass
-class RegenerateRequest(EditRequest):
-    """Keep `keep_drums` (names or groups: "kick,snare", "hats") and write every other lane,
-    or keep every bar but `bars` (1-based: "3,4" or [3, 4]) and write those, as fills when
-    `fill`. Give one of the two."""
-
-    midi: Source | None = None
-    keep_drums: str | list[str] | None = None
-    bars: str | list[int] | None = None
-    fill: bool = False
-
-
-@dataclass
-class GrooveRequest(EditRequest):
-    """Keep every (drum, 16th step) of `midi` and let the model play its velocity and
-    microtiming. `strength` 0..1 blends from the input (0) to the model's playing (1);
-    `keep_velocity` changes the timing only."""
-
-    midi: Source | None = None
-    strength: float = 1.0
-    keep_velocity: bool = False
-
-
-@dataclass
-class DrumifyRequest(EditRequest):
-    """Drums that lock to a rhythm: the note onsets of `midi` (every track, or `track`,
-    1-based), or a typed `rhythm` of 16 characters a bar (x onset, . rest). Every onset gets a
-    kick or a snare, kicks and snares fall only on onsets, and the other drums play as the
-    style plays them. `bars` repeats a shorter rhythm to that length."""
-
-    midi: Source | None = None
-    rhythm: str | None = None
-    track: int | None = None
-    bars: int | None = None
-    density: str | float = "auto"
 
 
 # ---------------------------------------------------------------------------------------------

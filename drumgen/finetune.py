@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .pattern import atomic_write_bytes
 from .schema import PARAMS
-from .train import TrainConfig
+
+if TYPE_CHECKING:  # drumgen.train imports torch, which the app's page must not wait for
+    from .train import TrainConfig
 
 #: Fine-tuning the model selected in the Generate tab (the Train tab's and /train's default),
 #: chosen by measurement on the 2-core CPU: bench/finetune.py, README "Fine-tuning on a CPU".
@@ -62,6 +65,7 @@ def config(scratch: bool = False, time_budget: float | None = FINETUNE_MINUTES,
     train_only = "all" if scratch else train_only
     default_lr = SCRATCH_LR if scratch else (
         FINETUNE_LR if train_only == "style" else FINETUNE_ALL_LR)
+    from .train import TrainConfig  # torch: imported when a run is set up, not with the app
     return TrainConfig(preset=preset, epochs=epochs, time_budget=time_budget,
                        lr=lr or default_lr,
                        batch_size=batch_size or (SCRATCH_BATCH if scratch else FINETUNE_BATCH),

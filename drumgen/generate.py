@@ -18,17 +18,16 @@ import torch
 
 from . import model as model_mod
 from . import presets as presets_mod
-from . import schema
 from .constants import DENSITY_EDGES, DENSITY_NAMES
 from .constraints import BarSpec, EditGrammar
 from .feel import Feel, apply
+from .folders import DEFAULT_MODEL, MODELS_DIR  # noqa: F401  (re-exported)
 from .pattern import MidiError, Pattern
+from .requests import Request, check_density, check_sampling  # noqa: F401  (re-exported)
 from .sampling import WEIGHTS, sample
 from .schema import RequestError
 from .tokenizer import Grammar, density_bucket, tempo_bucket
 
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"
-DEFAULT_MODEL = MODELS_DIR / "drumgen-small"
 MAX_PASS_BARS = 8  # bars one pass may hold: the model trains on 8-bar windows
 CONTEXT_BARS = 4  # bars of context carried into the next pass when a groove is longer
 #: Tokens an edited bar may spend beyond its forced ones when passes are sized: GMD bars take
@@ -85,58 +84,6 @@ def on_inference_thread(fn, *args, **kwargs):
     if threading.current_thread().name.startswith("drumgen-inference"):
         return fn(*args, **kwargs)
     return _INFERENCE.submit(fn, *args, **kwargs).result()
-
-
-@dataclass
-class Request:
-    """One generation request. `None` sampling values take the model's saved defaults."""
-
-    style: str = "funk"
-    bars: int = 4
-    tempo: float = 100.0
-    temperature: float | None = None
-    top_k: int | None = None
-    top_p: float | None = None
-    style_strength: float | None = None  # 1 = as trained, 0 = no style, >1 = exaggerated
-    seed: int | None = None
-    variations: int = 1
-    fill: bool = False
-    density: str | float = "auto"  # auto, sparse, normal, busy, or hits per bar
-    swing: float | None = None  # percent, 50 straight .. 75; None: the preset's, else 50
-    humanize: float = 0.0  # 0..1
-    prime: bytes | str | os.PathLike | None = None  # a MIDI whose bars the groove continues
-
-    def validate(self) -> None:
-        """Raise `RequestError` naming the first bad parameter and its allowed range."""
-        schema.check("bars", self.bars)
-        schema.check("tempo", self.tempo)
-        check_sampling(self)
-        if self.swing is not None:
-            schema.check("swing", self.swing)
-        schema.check("humanize", self.humanize)
-        if not isinstance(self.fill, bool):
-            raise RequestError(f"fill must be true or false; got {self.fill!r}")
-        if not isinstance(self.style, str) or not self.style.strip():
-            raise RequestError("style must be a style or preset name; got an empty value")
-        check_density(self.density)
-
-
-def check_density(density: str | float) -> None:
-    if isinstance(density, str):
-        if density.strip().lower() not in ("auto", *DENSITY_NAMES):
-            raise RequestError("density must be auto, sparse, normal, busy or a number of "
-                               f"hits per bar from 1 to 64; got {density!r}")
-    else:
-        schema.check("density", density)
-
-
-def check_sampling(request) -> None:
-    """The checks every request that samples shares (generate and the edits): variations,
-    temperature, top_k, top_p, style_strength and seed (None: the model's default)."""
-    schema.check("variations", request.variations)
-    for name in ("temperature", "top_k", "top_p", "style_strength", "seed"):
-        if (value := getattr(request, name)) is not None:
-            schema.check(name, value)
 
 
 class Sampling(NamedTuple):

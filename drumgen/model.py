@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -15,6 +15,13 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from transformers.utils import logging as hf_logging
 
 from . import shares as shares_mod
+from .folders import (  # noqa: F401  (re-exported: their home before folders.py)
+    FILES,
+    GenerationDefaults,
+    ModelError,
+    read_defaults,
+    write_defaults,
+)
 from .pattern import atomic_write_bytes
 from .tokenizer import TokenError, Tokenizer
 
@@ -27,11 +34,7 @@ PRESETS: dict[str, tuple[int, int, int, int]] = {
 }
 STYLE_DIM = 128
 hf_logging.disable_progress_bar()  # no "Writing model shards" bars in every checkpoint
-FILES = ("config.json", "model.safetensors", "vocab.json", "styles.json", "generation.json")
 
-
-class ModelError(RuntimeError):
-    """A model folder that cannot be loaded; the message says which file and why."""
 
 
 class DrumGPTConfig(GPT2Config):
@@ -110,31 +113,6 @@ def build(preset: str, vocab_size: int, n_styles: int) -> DrumGPT:
 
 
 @dataclass
-class GenerationDefaults:
-    """Sampling settings saved with a model (`generation.json`); the app and CLI start from
-    these.
-
-    Not `transformers.GenerationConfig`, on purpose: drumgen never calls `generate()` (its own
-    grammar-masked loop samples, `sampling.sample`), its main setting, `style_strength`, is no
-    GenerationConfig field, and GenerationConfig would also save and validate dozens of
-    settings this decoder ignores (beams, penalties, `do_sample`), which would read as if they
-    applied."""
-
-    temperature: float = 0.95
-    top_k: int = 0
-    top_p: float = 0.95
-    style_strength: float = 1.0  # see `DrumGPT.style_vector`; older folders lack it: 1.0
-    #: per style, the strength that style plays at instead of `style_strength`, as chosen by
-    #: `drumgen calibrate` (evaluate.calibrate_strengths); older folders lack it: none
-    style_strengths: dict[str, float] = field(default_factory=dict)
-    extra: dict = field(default_factory=dict)
-
-    def strength_for(self, style: str) -> float:
-        """The style strength `style` (a model style, not a preset) plays at by default."""
-        return self.style_strengths.get(style, self.style_strength)
-
-
-@dataclass
 class Bundle:
     """Everything a model folder holds, loaded."""
 
@@ -189,10 +167,6 @@ def save(bundle: Bundle, folder: str | os.PathLike) -> Path:
     return folder
 
 
-def write_defaults(folder: str | os.PathLike, defaults: GenerationDefaults) -> None:
-    atomic_write_bytes(Path(folder) / "generation.json", json.dumps(asdict(defaults)).encode())
-
-
 def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
          dtype: torch.dtype | None = None) -> Bundle:
     """Load a model folder; raises `ModelError` naming the missing or broken file."""
@@ -225,17 +199,6 @@ def load(folder: str | os.PathLike, device: str | torch.device = "cpu",
         raise ModelError(f"{folder}: {shares_mod.SHARES_FILE} has biases for styles the model "
                          f"does not know: {', '.join(unknown)}")
     return Bundle(model, tokenizer, styles, defaults, folder, shares)
-
-
-def read_defaults(folder: str | os.PathLike) -> GenerationDefaults:
-    """A model folder's generation defaults, without loading the model."""
-    path = Path(folder) / "generation.json"
-    try:
-        return GenerationDefaults(**json.loads(path.read_text()))
-    except OSError as exc:
-        raise ModelError(f"{folder}: cannot read generation.json ({exc.strerror})") from None
-    except (ValueError, TypeError) as exc:
-        raise ModelError(f"{folder}: generation.json is corrupt ({exc})") from None
 
 
 def count_parameters(model: nn.Module) -> int:

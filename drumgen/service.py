@@ -19,11 +19,11 @@ from . import finetune, schema
 from . import presets as presets_mod
 from .archive import ArchiveError, safe_extract
 from .constants import MIDI_LAYOUTS
-from .data import default_data_dir
-from .generate import DEFAULT_MODEL, MODELS_DIR, Generator, Request, RequestError
-from .model import FILES, GenerationDefaults, read_defaults
+from .folders import DEFAULT_MODEL, FILES, MODELS_DIR, GenerationDefaults, read_defaults
 from .pattern import MAX_MIDI_BYTES, atomic_write_bytes
 from .render import Renderer, RenderError, UnknownKit, encode
+from .requests import Request
+from .schema import RequestError
 
 USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
                                   Path(__file__).resolve().parent.parent / "runs" / "models"))
@@ -103,6 +103,14 @@ TEMP = TempStore()
 # ---------------------------------------------------------------------------------------------
 # Models
 
+def _generator():
+    """`drumgen.generate.Generator`, imported at first use. Torch and transformers take seconds
+    to import, and the app serves its page before they are (it calls `preload` once it is up),
+    so nothing this module needs to build the page imports them."""
+    from .generate import Generator
+    return Generator
+
+
 def models() -> dict[str, Path]:
     """Model name -> folder: the shipped ones, then those trained here (newest first)."""
     found = {}
@@ -143,7 +151,7 @@ def style_choices(model: str | None = None) -> list[str]:
 
 def preload(model: str | None = None) -> None:
     """Load `model` (default: the shipped one) now, so that the first request need not wait."""
-    Generator.load(model_path(model))
+    _generator().load(model_path(model))
 
 
 def kits() -> list[str]:
@@ -199,7 +207,7 @@ def generate(request: Request, model: str | None = None, kit: str | None = None,
     _check_layout(midi_layout)
     kit = _kit_for(request.style, kit) if audio else None  # an unknown kit fails here, first
     request.prime = _read_upload("prime", request.prime)
-    gen = Generator.load(model_path(model))
+    gen = _generator().load(model_path(model))
     start = time.perf_counter()
     grooves = gen.generate(request)
     gen_s = time.perf_counter() - start
@@ -219,7 +227,7 @@ def edit(verb: str, request, model: str | None = None, kit: str | None = None,
     kit = _kit_for(request.style, kit) if audio else None
     if not hasattr(request.midi, "hits"):  # a Pattern (the page's draft) passes as it is
         request.midi = _read_upload("midi", request.midi)
-    gen = Generator.load(model_path(model))
+    gen = _generator().load(model_path(model))
     start = time.perf_counter()
     grooves = getattr(gen, verb)(request)
     gen_s = time.perf_counter() - start
@@ -468,7 +476,7 @@ def _publish(staged: Path, target: Path, overwrite: bool) -> None:
         old = target.with_name(f".{target.name}.old-{uuid.uuid4().hex[:8]}")
         os.replace(target, old)
     os.replace(staged, target)
-    Generator.forget(target)
+    _generator().forget(target)
     if old:
         shutil.rmtree(old, ignore_errors=True)
 
@@ -554,6 +562,7 @@ def _base(name: str | None) -> Path:
 def _gmd() -> Path:
     """This server's Groove MIDI Dataset (`drumgen.data.default_data_dir`), refused by
     `data_source` when there is none."""
+    from .data import default_data_dir  # imports the tokenizer, so torch: see `_generator`
     found = default_data_dir()
     if found is None:
         raise RequestError("data_source: this server has no Groove MIDI Dataset; upload a zip "

@@ -129,8 +129,8 @@ def test_a_bad_request_names_its_parameter(changes, words):
 
 def test_the_gmd_source_without_gmd_on_the_server_is_refused_naming_data_source(monkeypatch):
     """The Trainer finds the server's GMD itself (the app only passes `data_source`)."""
-    from drumgen import service
-    monkeypatch.setattr(service, "default_data_dir", lambda: None)
+    from drumgen import data, service
+    monkeypatch.setattr(data, "default_data_dir", lambda: None)  # service imports it per call
     monkeypatch.setattr(service, "training_enabled", lambda: (True, ""))
     trainer = service.Trainer()
     with pytest.raises(RequestError, match="data_source: this server has no Groove MIDI"):

@@ -4,6 +4,9 @@ words the answers itself; the core knows nothing of the page."""
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -20,11 +23,10 @@ ROOT = Path(__file__).resolve().parent.parent
 APP_MAY_IMPORT = {
     "drumgen": {"service", "draft", "finetune", "presets"},
     "drumgen.constants": {"DENSITY_NAMES", "DRUMS", "MIDI_LAYOUTS"},
-    "drumgen.edit": {"DrumifyRequest", "GrooveRequest", "RegenerateRequest"},
-    "drumgen.generate": {"Request", "RequestError"},
-    "drumgen.model": {"GenerationDefaults", "ModelError"},
+    "drumgen.folders": {"GenerationDefaults", "ModelError"},
     "drumgen.pattern": {"MidiError"},
-    "drumgen.schema": {"PARAMS", "markdown_table"},
+    "drumgen.requests": {"DrumifyRequest", "GrooveRequest", "RegenerateRequest", "Request"},
+    "drumgen.schema": {"PARAMS", "RequestError", "markdown_table"},
 }
 
 
@@ -54,6 +56,21 @@ def test_the_app_imports_from_drumgen_only_the_service_and_its_presentation_allo
     for line in ("from drumgen.generate import Generator", "import drumgen.render",
                  "from drumgen.data import default_data_dir"):
         assert disallowed(source + f"\ndef f():\n    {line}\n"), line
+
+
+@pytest.mark.slow
+def test_the_page_is_built_without_torch_or_transformers():
+    """app.py serves its page before the model stack is imported (issue 15: app start):
+    importing the app and building every tab must not import torch or transformers, and
+    they are imported once the service loads a model."""
+    code = ("import sys, app; app.build(); print('torch' in sys.modules, "
+            "'transformers' in sys.modules); from drumgen import service; service.preload(); "
+            "print('torch' in sys.modules, 'transformers' in sys.modules)")
+    env = {**os.environ, "GRADIO_ANALYTICS_ENABLED": "False", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.split() == ["False", "False", "True", "True"], done.stdout
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "drumgen").rglob("*.py")),
