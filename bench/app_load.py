@@ -1,6 +1,6 @@
 """App benchmark: start-up time, click-to-audio latency and load, in one run.
 
-    python bench/app_load.py [--calls 20] [--clients 12] [--per-client 4]
+    python bench/app_load.py [--calls 20] [--clients 12] [--per-client 4] [--starts N]
 
 Starts app.py as a subprocess on a free port (as a user would), then measures, in one run:
 
@@ -17,12 +17,15 @@ Starts app.py as a subprocess on a free port (as a user would), then measures, i
 - click to audio in Debian's Chromium, when it is installed: from the click on Generate until
   the player holds the new audio, timed inside the page;
 - p50/p95 latency and throughput with N concurrent clients.
+
+`--starts N` measures only the start-up (page, then first groove), N times per setting.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 import tempfile
 import threading
@@ -190,11 +193,41 @@ def measure(args, env: dict) -> dict:
     return out
 
 
+def start_up(env: dict) -> tuple[float, float]:
+    """Seconds from starting app.py until its page answers, and until its first groove."""
+    with tempfile.TemporaryDirectory() as tmp:
+        start = time.perf_counter()
+        app = apputil.launch(Path(tmp) / "app", one_thread=False, env=env)
+        page = time.perf_counter() - start
+        try:
+            app.client(downloads=False).predict(**ARGS, seed=0, api_name="/generate")
+            return page, time.perf_counter() - start
+        finally:
+            app.stop()
+
+
+def start_ups(configs: dict, times: int) -> None:
+    """`--starts N`: only the start-up, N times per setting, the settings taking turns."""
+    got = {name: [] for name in configs}
+    for _ in range(times):
+        for name, env in configs.items():
+            got[name].append(start_up(env))
+    print("| start-up, p50 (min) of " + str(times) + " | " + " | ".join(got) + " |")
+    print("|---|" + "---|" * len(got))
+    for i, label in enumerate(("app start to first answer (the page; target 5 s)",
+                               "app start to the first groove")):
+        cells = [f"{statistics.median(v[i] for v in runs):.1f} s "
+                 f"({min(v[i] for v in runs):.1f} s)" for runs in got.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--calls", type=int, default=20)
     parser.add_argument("--clients", type=int, default=12)
     parser.add_argument("--per-client", type=int, default=4)
+    parser.add_argument("--starts", type=int, default=0,
+                        help="measure only the start-up, this many times per setting")
     args = parser.parse_args()
     # side by side: the app as it was before fp16 weights, FLAC for a local player and serving
     # the page before the model loads; the default with the model loaded first, as the app
@@ -203,6 +236,8 @@ def main() -> None:
                    "DRUMGEN_WEIGHTS": "own", "DRUMGEN_AUDIO": "ogg", "DRUMGEN_PRELOAD": "before"},
                "DRUMGEN_PRELOAD=before": {"DRUMGEN_PRELOAD": "before"},
                "default": {}}
+    if args.starts:
+        return start_ups(configs, args.starts)
     results = {name: measure(args, env) for name, env in configs.items()}
     ms = lambda v, q: f"{pct(v, q) * 1000:.0f} ms" if v else "n/a"  # noqa: E731
     col = lambda calls, key: [c[key] for c in calls]  # noqa: E731
