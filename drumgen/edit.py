@@ -26,7 +26,6 @@ from .generate import (
     RequestError,
     _density_bucket,
     _split_bars,
-    check_density,
     on_inference_thread,
 )
 from .pattern import Hit, MidiError, Pattern, Rhythm, parse_rhythm, read_rhythm
@@ -36,6 +35,7 @@ from .requests import (  # noqa: F401  (re-exported: the requests' home before r
     GrooveRequest,
     RegenerateRequest,
     Source,
+    check_density,
 )
 from .tokenizer import bin_shift, density_bucket, shift_bin, tempo_bucket, velocity_bin
 

@@ -23,7 +23,7 @@ from .constraints import BarSpec, EditGrammar
 from .feel import Feel, apply
 from .folders import DEFAULT_MODEL, MODELS_DIR  # noqa: F401  (re-exported)
 from .pattern import MidiError, Pattern
-from .requests import Request, check_density, check_sampling  # noqa: F401  (re-exported)
+from .requests import Request  # noqa: F401  (re-exported: its home before requests.py)
 from .sampling import WEIGHTS, sample
 from .schema import RequestError
 from .tokenizer import Grammar, density_bucket, tempo_bucket
