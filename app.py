@@ -1105,6 +1105,20 @@ def build() -> gr.Blocks:
     return demo
 
 
+#: When the shipped model loads: $DRUMGEN_PRELOAD. "after" the page is served (the default),
+#: or "before", so that a page that answers has its model ready (the order before, which
+#: bench/app_load.py measures beside this one).
+PRELOAD = ("after", "before")
+
+
+def preload_first() -> bool:
+    """Whether $DRUMGEN_PRELOAD asks for the model before the page; a bad value is refused."""
+    raw = os.environ.get("DRUMGEN_PRELOAD", "").strip().lower() or PRELOAD[0]
+    if raw not in PRELOAD:
+        raise ValueError(f"DRUMGEN_PRELOAD must be one of {', '.join(PRELOAD)}; got {raw!r}")
+    return raw == "before"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description="drumgen web app")
     parser.add_argument("--share", action="store_true", default=os.environ.get(
@@ -1123,9 +1137,7 @@ def main(argv: list[str] | None = None) -> None:
     # The page is served first and the model loaded after: building the page needs no torch
     # (tests/test_layout.py), and importing torch and transformers and loading the weights
     # takes seconds. A click that comes sooner waits for the load, not for an error.
-    # DRUMGEN_PRELOAD=before loads first, so that a page that answers has its model ready
-    # (the order before, which bench/app_load.py measures beside this one).
-    before = os.environ.get("DRUMGEN_PRELOAD", "after") == "before"
+    before = preload_first()
     if before:
         service.preload()
     demo.launch(share=args.share, prevent_thread_lock=True, **kwargs)

@@ -230,18 +230,14 @@ def main() -> None:
                         help="measure only the start-up, this many times per setting")
     args = parser.parse_args()
     # side by side: the app as it was before fp16 weights, FLAC for a local player and serving
-    # the page before the model loads; the default with the model loaded first, as the app
-    # started before (DRUMGEN_PRELOAD=before); and drumgen's default (all three)
-    configs = {"DRUMGEN_WEIGHTS=own DRUMGEN_AUDIO=ogg DRUMGEN_PRELOAD=before": {
-                   "DRUMGEN_WEIGHTS": "own", "DRUMGEN_AUDIO": "ogg", "DRUMGEN_PRELOAD": "before"},
-               "DRUMGEN_PRELOAD=before": {"DRUMGEN_PRELOAD": "before"},
-               "default": {}}
+    # the page before the model loads, and drumgen's default (all three); the start-up alone
+    # also has the default with the model loaded first, which isolates the page-first start
+    old = {"DRUMGEN_WEIGHTS": "own", "DRUMGEN_AUDIO": "ogg", "DRUMGEN_PRELOAD": "before"}
+    old_name = "DRUMGEN_WEIGHTS=own DRUMGEN_AUDIO=ogg DRUMGEN_PRELOAD=before"
     if args.starts:
-        return start_ups(configs, args.starts)
-    # the full run compares the app as it was with today's; the start-up alone has the middle
-    # setting too, which isolates the page-first start
-    del configs["DRUMGEN_PRELOAD=before"]
-    results = {name: measure(args, env) for name, env in configs.items()}
+        return start_ups({old_name: old, "DRUMGEN_PRELOAD=before": {"DRUMGEN_PRELOAD": "before"},
+                          "default": {}}, args.starts)
+    results = {name: measure(args, env) for name, env in {old_name: old, "default": {}}.items()}
     ms = lambda v, q: f"{pct(v, q) * 1000:.0f} ms" if v else "n/a"  # noqa: E731
     col = lambda calls, key: [c[key] for c in calls]  # noqa: E731
     gap = lambda calls: [c["first"] - c["server"] for c in calls]  # noqa: E731

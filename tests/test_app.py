@@ -474,3 +474,14 @@ def test_share_asks_gradio_for_a_link_and_keeps_serving_locally_without_one(tmp_
     finally:
         shared.stop()
     assert shared.proc.poll() is not None
+
+
+def test_drumgen_preload_chooses_the_order_and_refuses_a_bad_value(monkeypatch):
+    import app
+    monkeypatch.delenv("DRUMGEN_PRELOAD", raising=False)
+    assert app.preload_first() is False  # the page first, by default
+    monkeypatch.setenv("DRUMGEN_PRELOAD", " Before ")
+    assert app.preload_first() is True
+    monkeypatch.setenv("DRUMGEN_PRELOAD", "first")
+    with pytest.raises(ValueError, match="DRUMGEN_PRELOAD must be one of after, before"):
+        app.preload_first()
