@@ -31,8 +31,10 @@ before. FluidSynth habits that stood in the way, each measured here:
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
+import sys
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -111,7 +113,10 @@ class Renderer:
         self._write_float = self._reverb_on = self._set_rate = None
         self._clock = 0  # samples read from the synth so far, to keep renders block-aligned
         try:
-            import fluidsynth  # needs Debian's libfluidsynth3
+            # pyfluidsynth prints where it found the library when CI is set; that line is not
+            # ours to put on stdout, where the CLI writes its results
+            with contextlib.redirect_stdout(sys.stderr):
+                import fluidsynth  # needs Debian's libfluidsynth3
             self.synth = fluidsynth.Synth(samplerate=float(SAMPLE_RATE), gain=0.6,
                                           **{"synth.reverb.active": 1,
                                              "synth.chorus.active": 0})

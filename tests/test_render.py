@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -389,6 +392,18 @@ def test_no_soundfont_means_not_available(tmp_path):
     broken.write_bytes(b"RIFF not a soundfont")
     r = Renderer(soundfonts=[broken])
     assert not r.available and r.reason
+
+
+def test_loading_fluidsynth_on_a_ci_machine_keeps_stdout_clean():
+    """pyfluidsynth prints where it found the library when CI is set (as on CI machines); the
+    line goes to stderr, not to the stdout a test or a pipe reads the CLI's results from."""
+    code = "from drumgen.render import Renderer; print('available:', Renderer().available)"
+    done = subprocess.run([sys.executable, "-c", code], env={**os.environ, "CI": "1"},
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "available: True\n"
+    assert "fluidsynth" in done.stderr  # the library's line still reaches the user
 
 
 def test_a_linked_soundfont_is_listed_once(tmp_path, monkeypatch):
