@@ -104,6 +104,17 @@ def _density(text: str):
         return text
 
 
+def _style_weight(text: str) -> tuple[str, float]:
+    name, sep, factor = text.partition("=")
+    try:
+        value = float(factor)
+    except ValueError:
+        value = None
+    if not sep or not name or value is None:
+        raise argparse.ArgumentTypeError(f"expected STYLE=FACTOR such as funk=2, got {text!r}")
+    return name, value
+
+
 def cmd_train(args) -> None:
     from tqdm import tqdm
 
@@ -114,7 +125,8 @@ def cmd_train(args) -> None:
                       batch_size=args.batch_size, grad_accum=args.grad_accum, lr=args.lr,
                       eval_every=args.eval_every, checkpoint_every=args.checkpoint_every,
                       patience=args.patience, seed=args.seed, precision=args.precision,
-                      style_balance=args.style_balance, task=args.task,
+                      style_balance=args.style_balance,
+                      style_weights=dict(args.style_weight or []), task=args.task,
                       train_only=args.train_only)
     bar = tqdm(unit="step", dynamic_ncols=True)
 
@@ -344,6 +356,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--style-balance", type=float, default=0.0,
                    help="0 = styles as often as in the data, 1 = all styles equally often")
+    t.add_argument("--style-weight", type=_style_weight, action="append", metavar="STYLE=X",
+                   help="draw STYLE's examples X times as often as the balance alone would "
+                        "(repeatable), e.g. funk=2")
     t.add_argument("--precision", default="auto", choices=["auto", "no", "bf16", "fp16"])
     t.add_argument("--train-only", default="all", choices=["all", "style"],
                    help="all: every weight; style: only the style embeddings (with "

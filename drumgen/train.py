@@ -18,7 +18,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -59,6 +59,10 @@ class TrainConfig:
     # 1 draws every style equally often; between, a style's share goes as count**(1 - b).
     # GMD is 40% rock and 1% pop, so a rare style's embedding otherwise learns little.
     style_balance: float = 0.0
+    #: extra draw weight for named styles, on top of the balance: {"funk": 2} draws funk's
+    #: examples twice as often as the balance alone would (with replacement, so an epoch
+    #: keeps its length and the other styles' shares shrink in proportion)
+    style_weights: dict[str, float] = field(default_factory=dict)
     #: "generate" (grooves from scratch) or "groove" (play a quantized pattern: see
     #: `data.groove_examples`; fine-tune from a generate model with `init_from`)
     task: str = "generate"
@@ -93,25 +97,47 @@ def lr_schedule(step: int, total: int, peak: float, warmup_steps: int) -> float:
     return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
 
 
-def epoch_sampler(examples: list, seed: int, epoch: int, balance: float = 0.0) -> Sampler:
+def epoch_sampler(examples: list, seed: int, epoch: int, balance: float = 0.0,
+                  weights: dict[int, float] | None = None) -> Sampler:
     """An epoch's order of example indices, the same for the same seed and epoch (so a
     resumed run sees what the first one would have). With `balance`, an epoch is as many
-    draws, with replacement, weighted so that a style's share goes as count**(1 - balance)."""
+    draws, with replacement, weighted so that a style's share goes as count**(1 - balance);
+    `weights` (style index -> factor) multiplies the named styles' draw weights on top."""
     rng = torch.Generator().manual_seed(seed + epoch)
-    if balance:
+    if balance or weights:
         styles = torch.tensor([e.style for e in examples])
         counts = torch.bincount(styles).float()
-        return WeightedRandomSampler(counts[styles] ** -balance, len(examples),
+        factor = torch.ones_like(counts)
+        for style, w in (weights or {}).items():
+            if style < len(factor):
+                factor[style] = w
+        return WeightedRandomSampler((counts ** -balance * factor)[styles], len(examples),
                                      replacement=True, generator=rng)
     return RandomSampler(range(len(examples)), generator=rng)
 
 
+def style_weight_indices(weights: dict[str, float], styles: list[str]) -> dict[int, float]:
+    """`TrainConfig.style_weights` by style index, checked: every name a style of the data
+    or the model, every factor a positive finite number."""
+    out = {}
+    for name, w in weights.items():
+        if name not in styles:
+            raise ValueError(f"style_weights: no style {name!r} in the data or the model "
+                             f"(styles: {', '.join(styles)})")
+        if not (isinstance(w, int | float) and math.isfinite(w) and w > 0):
+            raise ValueError(f"style_weights: {name}'s factor must be a positive number, "
+                             f"got {w!r}")
+        out[styles.index(name)] = float(w)
+    return out
+
+
 def epoch_loader(examples: list, cfg: TrainConfig, epoch: int, pad: int,
-                 max_len: int) -> DataLoader:
+                 max_len: int, weights: dict[int, float] | None = None) -> DataLoader:
     """An epoch's batches, for `Accelerator.prepare`: it shards them over the processes, and
     with `even_batches` (its default) every process gets the same number of batches."""
     return DataLoader(range(len(examples)), batch_size=cfg.batch_size,
-                      sampler=epoch_sampler(examples, cfg.seed, epoch, cfg.style_balance),
+                      sampler=epoch_sampler(examples, cfg.seed, epoch, cfg.style_balance,
+                                            weights),
                       collate_fn=lambda indices: collate(examples, indices, pad, max_len))
 
 
@@ -307,6 +333,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
         data_dir, tok, base_styles, cfg, emit, fit_velocities=base is None)
     if not train_ex:
         raise ValueError("no training examples: every file was skipped or empty")
+    weights = style_weight_indices(cfg.style_weights, styles)
     if base:
         model = base.model
         if len(tok) > model.config.vocab_size:  # new task tokens: new embedding rows
@@ -380,7 +407,7 @@ def train(cfg: TrainConfig, data_dir: str | os.PathLike, out: str | os.PathLike,
         if cfg.epochs is not None and state["epoch"] >= math.ceil(cfg.epochs):
             break
         loader = accelerator.prepare(epoch_loader(train_ex, cfg, state["epoch"], tok.pad,
-                                                  max_len))
+                                                  max_len, weights))
         if state["batch_in_epoch"]:  # resumed mid-epoch
             loader = accelerator.skip_first_batches(loader, state["batch_in_epoch"])
         for batch in loader:

@@ -215,6 +215,46 @@ def test_the_learning_rate_warms_up_then_follows_a_cosine_to_a_tenth():
     assert lr_schedule(0, 10_000, peak, 200) == pytest.approx(peak / 200)  # 200 < 5%
 
 
+@pytest.mark.parametrize("balance, weights, rare_share",
+                         [(0.0, {1: 2.0}, 1000 / 10500), (0.5, {1: 2.0}, 0.3146),
+                          (1.0, {0: 3.0}, 0.25)])
+def test_style_weights_multiply_a_styles_draws_on_top_of_the_balance(balance, weights,
+                                                                     rare_share):
+    """A weight multiplies the named style's draw weight after the balance: at balance 0
+    the rare style's 500 examples count as 1000; at 0.5 its share goes from 0.1866 to
+    2 * 0.1866 / (2 * 0.1866 + 0.8134); weighting the common style 3x at balance 1 leaves
+    the rare one a quarter."""
+    examples = [Example([1], 0)] * 9500 + [Example([1], 1)] * 500
+    order = list(epoch_sampler(examples, seed=3, epoch=0, balance=balance, weights=weights))
+    drawn = [examples[i].style for i in order]
+    assert len(drawn) == len(examples)
+    assert abs(sum(drawn) / len(drawn) - rare_share) < 0.015
+    assert order == list(epoch_sampler(examples, seed=3, epoch=0, balance=balance,
+                                       weights=weights))  # resumable
+
+
+def test_style_weights_name_a_known_style_and_a_positive_factor(tmp_path, train_data):
+    for weights, match in (({"polka": 2}, "no style 'polka'.*funk"),
+                           ({"funk": 0}, "funk's factor must be a positive number"),
+                           ({"funk": float("nan")}, "funk's factor")):
+        with pytest.raises(ValueError, match=match):
+            train(TrainConfig(preset="debug", epochs=1, style_weights=weights), train_data,
+                  tmp_path / "run")
+
+
+def test_cli_style_weight_reaches_the_saved_config(tmp_path, train_data):
+    """`train --style-weight funk=2` trains with funk drawn twice as often, and the run's
+    train_config.json records it; a malformed value is refused by the parser."""
+    from drumgen.cli import build_parser, main
+    assert main(["train", "--data", str(train_data), "--out", str(tmp_path / "run"),
+                 "--preset", "debug", "--epochs", "1", "--batch-size", "8",
+                 "--style-weight", "funk=2", "--style-weight", "jazz=0.5"]) == 0
+    saved = json.loads((tmp_path / "run" / "train_config.json").read_text())
+    assert saved["style_weights"] == {"funk": 2.0, "jazz": 0.5}
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["train", "--out", "x", "--style-weight", "funk"])
+
+
 def test_style_balance_out_of_range_is_an_error(tmp_path, train_data):
     with pytest.raises(ValueError, match="style_balance"):
         train(TrainConfig(preset="debug", epochs=1, style_balance=2), train_data, tmp_path)
