@@ -6,16 +6,17 @@ Prints p50/p90 latency of a 4-bar groove, 8 variations and 16 bars through the p
 each against its target (issue 15) and as a multiple of its arithmetic floor: the model's
 FLOPs for the tokens it made, at this core's own fp32 matrix-product speed (measured in the
 run, on one thread), and of its memory floor: reading the weight matrices once per decoding
-step, at the speed this core streams them (measured in the run). Each request runs with the
-decoder's fp16 matrices (the default on CPU) and with the model's own fp32 ones (the earlier
-default, `DRUMGEN_WEIGHTS=own`), taking turns, so the two columns share the machine's load;
-with GMD at hand (`--data`, else drumgen's usual places) it also prints the validation NLL
-under both. A model with drum-share biases also gets a 4-bar groove's cost per decoding step
-with and without them, taking turns. Then the
-decoding engines on the same model over a 512-token sequence: the naive loop (whole sequence
-every step, the original design), the Hugging Face forward with its KV cache, `generate()` with
-our grammar processor, and drumgen's FastDecoder. Figures vary with machine load: compare the
-ratios within one run.
+step, at the speed this core streams them (measured in the run). Each request runs with each
+decoder setting, taking turns, so the columns share the machine's load: the onnx engine (the
+default on CPU, `DRUMGEN_ENGINE=onnx`), FastDecoder with fp16 matrices (the default before it,
+`DRUMGEN_ENGINE=fast`) and FastDecoder with the model's own fp32 ones (the default before
+that, `DRUMGEN_ENGINE=fast DRUMGEN_WEIGHTS=own`). With GMD at hand (`--data`, else drumgen's
+usual places) it also prints the validation NLL with the own and the fp16 matrices. A model
+with drum-share biases also gets a 4-bar groove's cost per decoding step with and without
+them, taking turns. Then the decoding engines on the same model over a 512-token sequence:
+the naive loop (whole sequence every step, the original design), the Hugging Face forward
+with its KV cache, `generate()` with our grammar processor, drumgen's FastDecoder and its
+onnx engine. Figures vary with machine load: compare the ratios within one run.
 """
 
 from __future__ import annotations
@@ -40,27 +41,40 @@ def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-WEIGHTINGS = ("fp16", "own")  # the default on CPU, and the model's own fp32 matrices
+#: (label, engine, weights, the dtype of the matrices it reads): the default on CPU first,
+#: then the earlier defaults
+SETTINGS = (("onnx (default)", "onnx", "auto", torch.float32),
+            ("fast, fp16 weights", "fast", "fp16", torch.float16),
+            ("fast, own fp32 weights", "fast", "own", torch.float32))
+
+
+def settings(gen: Generator) -> tuple:
+    """The `SETTINGS` this machine can run (the onnx engine and fp16 matrices are CPU paths)."""
+    if gen.device.type != "cpu":
+        return (("fast (the model's dtype)", "fast", "auto", next(
+            gen.bundle.model.parameters()).dtype),)
+    return SETTINGS
 
 
 def latency(gen: Generator, request: Request, repeats: int) -> dict[str, tuple]:
-    """Per `WEIGHTINGS`: times of `repeats` requests, the tokens they made and their decoding
-    steps (a batch of variations takes as many steps as its longest). The weightings take
+    """Per `settings`: times of `repeats` requests, the tokens they made and their decoding
+    steps (a batch of variations takes as many steps as its longest). The settings take
     turns on each seed."""
-    out, setting = {w: ([], 0, 0) for w in WEIGHTINGS}, gen.weights
+    chosen = settings(gen)
+    out, setting = {label: ([], 0, 0) for label, *_ in chosen}, (gen.engine, gen.weights)
     try:
         for i in range(repeats):
             request.seed = i
-            for weights in WEIGHTINGS:
-                gen.weights = weights
+            for label, engine, weights, _ in chosen:
+                gen.engine, gen.weights = engine, weights
                 start = time.perf_counter()
                 grooves = gen.generate(request)
-                times, tokens, steps = out[weights]
+                times, tokens, steps = out[label]
                 times.append(time.perf_counter() - start)
-                out[weights] = (times, tokens + sum(len(g.tokens) - 3 for g in grooves),
-                                steps + max(len(g.tokens) - 3 for g in grooves))
+                out[label] = (times, tokens + sum(len(g.tokens) - 3 for g in grooves),
+                              steps + max(len(g.tokens) - 3 for g in grooves))
     finally:
-        gen.weights = setting  # the shared Generator keeps its $DRUMGEN_WEIGHTS
+        gen.engine, gen.weights = setting  # the shared Generator keeps its $DRUMGEN_ settings
     return out
 
 
@@ -198,27 +212,31 @@ def main() -> None:
     gen.generate(Request(style="funk", seed=0, variations=8))  # warm-up
     rate = on_inference_thread(matmul_flops_per_s)
     per_token = flops_per_token(gen.bundle.model)
-    dtypes = {"fp16": torch.float16, "own": torch.float32}
-    step_bytes = {w: weight_bytes_per_step(gen.bundle.model, d) for w, d in dtypes.items()}
+    chosen = settings(gen)
+    step_bytes = {label: weight_bytes_per_step(gen.bundle.model, dtype)
+                  for label, _, _, dtype in chosen}
+    fp32 = weight_bytes_per_step(gen.bundle.model)
     stream = on_inference_thread(weight_stream_bytes_per_s, gen.bundle.model)
     print(f"{per_token / 1e6:.1f} MFLOP a token; this core multiplies matrices at "
-          f"{rate / 1e9:.1f} GFLOP/s. Every step reads {step_bytes['own'] / 1e6:.1f} MB of fp32 "
-          f"weight matrices ({step_bytes['fp16'] / 1e6:.1f} MB in fp16), which this core "
-          f"streams at {stream / 1e9:.1f} GB/s")
+          f"{rate / 1e9:.1f} GFLOP/s. Every step reads {fp32 / 1e6:.1f} MB of fp32 weight "
+          f"matrices ({fp32 / 2e6:.1f} MB in fp16), which this core streams at "
+          f"{stream / 1e9:.1f} GB/s")
+    first, last = chosen[0][0], chosen[-1][0]
     print("\np50 (p90) and multiples of the floors: the arithmetic floor, then the memory floor "
-          "of the weights read\n\n| request | target | fp16 weights (default) | own fp32 weights | "
-          "fp16 / own |\n|---|---|---|---|---|")
+          "of the weights read\n\n| request | target | "
+          + " | ".join(label for label, *_ in chosen) + f" | {first} / {last} |\n|---|---|"
+          + "---|" * (len(chosen) + 1))
     for label, req, target in [("one 4-bar groove", Request(style="funk", bars=4, tempo=100), 60),
                                ("8 variations, 4 bars", Request(style="funk", variations=8), 150),
                                ("one 16-bar groove", Request(style="rock", bars=16), 250)]:
         runs, cells = latency(gen, req, args.repeats), []
-        for weights, (times, tokens, steps) in runs.items():
+        for name, (times, tokens, steps) in runs.items():
             floor = tokens / args.repeats * per_token / rate
-            memory = steps / args.repeats * step_bytes[weights] / stream
+            memory = steps / args.repeats * step_bytes[name] / stream
             cells.append(f"{pct(times, 0.5) * 1000:.0f} ms ({pct(times, 0.9) * 1000:.0f}), "
                          f"{pct(times, 0.5) / floor:.0f}x, {pct(times, 0.5) / memory:.1f}x")
-        ratio = pct(runs["fp16"][0], 0.5) / pct(runs["own"][0], 0.5)
-        print(f"| {label} | {target} ms | {cells[0]} | {cells[1]} | {ratio:.2f} |")
+        ratio = pct(runs[first][0], 0.5) / pct(runs[last][0], 0.5)
+        print(f"| {label} | {target} ms | {' | '.join(cells)} | {ratio:.2f} |")
     shares_cost(gen, args.repeats)
     nll_both(gen, args.data)
     if args.no_engines:
@@ -228,7 +246,8 @@ def main() -> None:
     print("| engine | batch | seconds | tokens/s | speed-up vs naive |\n|---|---|---|---|---|")
     for n in (1, 8):
         results = {}
-        for engine in ("naive", "hf", "generate()", "fast"):
+        for engine in ("naive", "hf", "generate()", "fast") + (
+                ("onnx",) if gen.device.type == "cpu" else ()):
             # on the inference thread, as generate() runs: one OpenMP team in the process
             runs = [on_inference_thread(engine_run, gen, engine, n, new, s)
                     for s in range(1 if engine == "naive" else 3)]

@@ -24,7 +24,7 @@ from .feel import Feel, apply
 from .folders import DEFAULT_MODEL, MODELS_DIR  # noqa: F401  (re-exported)
 from .pattern import MidiError, Pattern
 from .requests import Request  # noqa: F401  (re-exported: its home before requests.py)
-from .sampling import WEIGHTS, sample
+from .sampling import DECODERS, WEIGHTS, resolve_engine, sample
 from .schema import RequestError
 from .tokenizer import Grammar, density_bucket, tempo_bucket
 
@@ -79,6 +79,16 @@ def decoder_weights() -> str:
     return raw
 
 
+def decoder_engine() -> str:
+    """The decoder that steps a groove: $DRUMGEN_ENGINE (see `sampling.DECODERS`), else
+    "auto": the onnx engine on a CPU where onnxruntime is installed, else FastDecoder ("fast",
+    with $DRUMGEN_WEIGHTS). bench/generate.py and bench/app_load.py time both."""
+    raw = os.environ.get("DRUMGEN_ENGINE", "").strip().lower() or "auto"
+    if raw not in DECODERS:
+        raise ValueError(f"DRUMGEN_ENGINE must be one of {', '.join(DECODERS)}; got {raw!r}")
+    return raw
+
+
 def on_inference_thread(fn, *args, **kwargs):
     """`fn(*args, **kwargs)` on the inference thread (directly, if already on it)."""
     if threading.current_thread().name.startswith("drumgen-inference"):
@@ -123,6 +133,8 @@ class Generator:
         self.tokenizer = bundle.tokenizer
         #: FastDecoder's matrices (`sampling.WEIGHTS`), from $DRUMGEN_WEIGHTS
         self.weights = decoder_weights()
+        #: the stepping decoder (`sampling.DECODERS`), from $DRUMGEN_ENGINE
+        self.engine = decoder_engine()
         #: whether beats play with the model's drum-share biases (`shares.py`), where it has
         #: them, unless a call says otherwise (`generate(shares=)`)
         self.shares = True
@@ -144,12 +156,21 @@ class Generator:
                     return cls._cache[key]
             dtype = torch.float16 if device.startswith("cuda") else torch.float32
             loaded = cls(model_mod.load(folder, device, dtype), torch.device(device))
+            loaded.warm()
             with cls._cache_lock:
                 cls._cache[key] = loaded
                 while len(cls._cache) > MAX_LOADED:
                     cls._cache.popitem(last=False)
                 cls._loading.pop(key, None)
             return loaded
+
+    def warm(self) -> None:
+        """Build the onnx engine's session now (importing onnx and building it take about a
+        second here), where that engine decodes, rather than in the first request."""
+        model = self.bundle.model
+        if resolve_engine(self.engine, model.transformer.wte.weight) == "onnx":
+            from . import onnx_decoder
+            on_inference_thread(onnx_decoder.session, model)
 
     @classmethod
     def forget(cls, folder: str | os.PathLike) -> None:
@@ -311,7 +332,7 @@ class Generator:
             outs = sample(self.bundle.model, prompts, self.bundle.style_index(style), grammars,
                           generator, sampling.temperature, sampling.top_k, sampling.top_p, room,
                           style_strength=sampling.style_strength, observe=observe,
-                          weights=self.weights, bias=bias)
+                          engine=self.engine, weights=self.weights, bias=bias)
             for i, out in enumerate(outs):
                 if dens[i] is None:  # the model chose the density on the first pass
                     dens[i], out = tok.value[out[0]], out[1:]

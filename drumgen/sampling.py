@@ -25,6 +25,9 @@ from transformers import LogitsProcessor
 from .tokenizer import Grammar
 
 WEIGHTS = ("auto", "fp16", "own")  # FastDecoder's matrices ($DRUMGEN_WEIGHTS); see its docstring
+#: the cached decoders `sample` can step with ($DRUMGEN_ENGINE): "onnx" is onnx_decoder's
+#: OnnxDecoder, "fast" FastDecoder; "auto" is onnx on a CPU where onnxruntime is installed
+DECODERS = ("auto", "onnx", "fast")
 NUCLEUS_CANDIDATES = 64  # top-p looks at this many best tokens first; see `warp`
 
 
@@ -204,6 +207,20 @@ def resolve_weights(weights: str, model_weight: torch.Tensor) -> str:
     return weights
 
 
+def resolve_engine(engine: str, model_weight: torch.Tensor) -> str:
+    """"onnx" or "fast" for a `DECODERS` setting and a model (one of its weight tensors)."""
+    from . import onnx_decoder
+    if engine not in DECODERS:
+        raise ValueError(f"engine must be one of {', '.join(DECODERS)}; got {engine!r}")
+    can = model_weight.device.type == "cpu" and onnx_decoder.available()
+    if engine == "onnx" and not can:
+        raise ValueError("engine='onnx' needs onnxruntime and onnx installed and the model on "
+                         "the CPU; use engine='fast'")
+    if engine == "auto":
+        return "onnx" if can else "fast"
+    return engine
+
+
 def _step_layers(block) -> tuple:
     return block.attn.c_attn, block.attn.c_proj, block.mlp.c_fc, block.mlp.c_proj
 
@@ -256,9 +273,10 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     """Extend each prompt until its grammar reaches EOS; returns the new tokens of each.
 
     Prompts may differ in length: they are left-padded, with an attention mask and positions
-    that start at each prompt's first real token. `engine` is "fast" (`FastDecoder`), "hf"
-    (the Hugging Face forward with its KV cache) or "naive" (the whole sequence every step);
-    `weights` is FastDecoder's.
+    that start at each prompt's first real token. `engine` is "fast" (`FastDecoder`), "onnx"
+    (`onnx_decoder.OnnxDecoder`), "auto" (see `resolve_engine`), "hf" (the Hugging Face
+    forward with its KV cache) or "naive" (the whole sequence every step); `weights` is
+    FastDecoder's (the onnx engine decodes with the model's own fp32 matrices).
     `style_strength`: see `DrumGPT.style_vector`. `observe(row, token, logits)`, if given, is
     called for every token sampled, with that row's grammar-masked logits before temperature,
     the distribution sampled from (with `bias` added where it applies): Groove reads its
@@ -279,9 +297,15 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
     styles = torch.full((n,), style, dtype=torch.long, device=device)
     positions = (attn.cumsum(-1) - 1).clamp(min=0)
     past, step_ids, step_pos = None, ids, positions
-    if engine not in ("fast", "hf", "naive"):
-        raise ValueError(f"engine must be fast, hf or naive; got {engine!r}")
-    fast = FastDecoder(model, weights) if engine == "fast" else None
+    if engine in DECODERS:
+        engine = resolve_engine(engine, model.transformer.wte.weight)
+    elif engine not in ("hf", "naive"):
+        raise ValueError(f"engine must be auto, onnx, fast, hf or naive; got {engine!r}")
+    if engine == "onnx":
+        from .onnx_decoder import OnnxDecoder
+        fast = OnnxDecoder(model)
+    else:
+        fast = FastDecoder(model, weights) if engine == "fast" else None
     vocab = model.config.vocab_size  # a transformers config's attribute lookup is slow
     out = [[] for _ in range(n)]
     if bias is not None:  # per row, 1 in a beat bar, 0 in a fill; every pass opens a bar

@@ -13,9 +13,18 @@ import torch
 
 from drumgen.feel import Feel, apply
 from drumgen.generate import Generator, Request, RequestError
+from drumgen.onnx_decoder import OnnxDecoder
 from drumgen.pattern import Pattern
 from drumgen.presets import PRESETS
-from drumgen.sampling import FastDecoder, draw, half_rounded, half_weights_available, sample, warp
+from drumgen.sampling import (
+    FastDecoder,
+    draw,
+    half_rounded,
+    half_weights_available,
+    resolve_engine,
+    sample,
+    warp,
+)
 from drumgen.tokenizer import Grammar
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,12 +62,13 @@ needs_half = pytest.mark.skipif(not half_weights_available(),
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_cached_decoding_matches_uncached(gen, rounded, seed):
-    """The fast KV-cache decoder and the Hugging Face cached forward pick exactly the tokens
-    that re-running the whole sequence each step picks, under the same seed: with the model's
-    own fp32 matrices, and with the fp16 ones the app decodes with by default (against the
-    naive loop on the same matrices rounded to fp16)."""
+    """The fast KV-cache decoder, the onnx engine and the Hugging Face cached forward pick
+    exactly the tokens that re-running the whole sequence each step picks, under the same
+    seed: with the model's own fp32 matrices, and FastDecoder also with its fp16 ones
+    (against the naive loop on the same matrices rounded to fp16)."""
     naive = _sample(gen, "naive", seed)
     assert _sample(gen, "fast", seed, weights="own") == naive
+    assert _sample(gen, "onnx", seed) == naive
     assert _sample(gen, "hf", seed) == naive
     if half_weights_available():
         assert _sample(gen, "fast", seed) == _sample(gen, "naive", seed, model=rounded)
@@ -70,6 +80,7 @@ def test_engines_agree_on_style_strength(gen, rounded, strength):
     """Every engine applies the same style vector; and the strength changes the groove."""
     naive = _sample(gen, "naive", 5, strength=strength)
     assert _sample(gen, "fast", 5, strength=strength, weights="own") == naive
+    assert _sample(gen, "onnx", 5, strength=strength) == naive
     assert _sample(gen, "hf", 5, strength=strength) == naive
     assert naive != _sample(gen, "naive", 5)
     if half_weights_available():
@@ -170,6 +181,7 @@ def test_cached_decoding_matches_uncached_with_padded_prompts(gen, rounded):
         return sample(model, prompts, 0, grammars, torch.Generator().manual_seed(4),
                       1.0, 0, 0.95, 300, engine=engine, weights=weights)
     assert run("fast", weights="own") == run("naive")
+    assert run("onnx") == run("naive")  # each row's cache packed to its own length
     if half_weights_available():
         assert run("fast") == run("naive", rounded)
 
@@ -398,3 +410,56 @@ def test_drumgen_weights_setting_is_read_and_checked(monkeypatch):
     with pytest.raises(ValueError,
                        match="DRUMGEN_WEIGHTS must be one of auto, fp16, own; got 'fp8'"):
         decoder_weights()
+
+
+def test_drumgen_engine_setting_is_read_and_checked(monkeypatch, gen):
+    """$DRUMGEN_ENGINE picks the stepping decoder; "auto" is onnx on this CPU (onnxruntime is
+    in requirements.txt), and a Generator decodes with it by default."""
+    from drumgen.generate import decoder_engine
+    monkeypatch.delenv("DRUMGEN_ENGINE", raising=False)
+    assert decoder_engine() == "auto"
+    assert resolve_engine("auto", gen.bundle.model.transformer.wte.weight) == "onnx"
+    monkeypatch.setenv("DRUMGEN_ENGINE", " Fast ")
+    assert decoder_engine() == "fast"
+    monkeypatch.setenv("DRUMGEN_ENGINE", "tensorrt")
+    with pytest.raises(ValueError,
+                       match="DRUMGEN_ENGINE must be one of auto, onnx, fast; got 'tensorrt'"):
+        decoder_engine()
+    with pytest.raises(ValueError, match="engine must be one of auto, onnx, fast"):
+        resolve_engine("tensorrt", gen.bundle.model.transformer.wte.weight)
+    with pytest.raises(ValueError, match="engine must be auto, onnx, fast, hf or naive"):
+        _sample(gen, "tensorrt", 0)
+
+
+def test_the_onnx_engine_steps_the_models_logits_and_follows_its_weights(gen):
+    """Step by step, the onnx engine's logits are the full forward's; its session is built
+    once per model and built again when a weight changes in place (as training does)."""
+    import copy
+
+    from drumgen import onnx_decoder
+    tok = gen.tokenizer
+    model = gen.bundle.model
+    ids = torch.tensor([[tok.bos, tok.ids["TEMPO_3"], tok.ids["DENS_4"], tok.bar,
+                         tok.ids["POS_0"], tok.hit_token(0, 5, 8), tok.ids["POS_4"]]] * 2)
+    attn, style = torch.ones_like(ids), torch.tensor([2, 2])
+
+    def stepped(m):
+        with torch.inference_mode():
+            decoder = OnnxDecoder(m)
+            got = [decoder.start(ids[:, :3], attn[:, :3], style, 16)[0]]
+            got += [decoder.step(ids[:, i:i + 1])[0] for i in range(3, ids.shape[1])]
+        return torch.stack(got)
+
+    with torch.no_grad():
+        ref = model(input_ids=ids[:1], style_ids=style[:1]).logits[0]
+    assert torch.allclose(stepped(model), ref[2:], atol=1e-4)
+    assert onnx_decoder.session(model) is onnx_decoder.session(model)
+    twin = copy.deepcopy(model)
+    before = onnx_decoder.session(twin)
+    with torch.no_grad():
+        twin.transformer.h[0].mlp.c_fc.weight.mul_(0.5)
+    assert onnx_decoder.session(twin) is not before
+    with torch.no_grad():
+        changed = twin(input_ids=ids[:1], style_ids=style[:1]).logits[0]
+    assert torch.allclose(stepped(twin), changed[2:], atol=1e-4)
+    assert not torch.allclose(changed, ref, atol=1e-3)
