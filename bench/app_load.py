@@ -229,15 +229,18 @@ def main() -> None:
     parser.add_argument("--starts", type=int, default=0,
                         help="measure only the start-up, this many times per setting")
     args = parser.parse_args()
-    # side by side: the app as it was before fp16 weights, FLAC for a local player and serving
-    # the page before the model loads, and drumgen's default (all three); the start-up alone
-    # also has the default with the model loaded first, which isolates the page-first start
-    old = {"DRUMGEN_WEIGHTS": "own", "DRUMGEN_AUDIO": "ogg", "DRUMGEN_PRELOAD": "before"}
-    old_name = "DRUMGEN_WEIGHTS=own DRUMGEN_AUDIO=ogg DRUMGEN_PRELOAD=before"
+    # side by side: the app as it was before the onnx engine, fp16 weights, FLAC for a local
+    # player and serving the page before the model loads; the default before the onnx engine
+    # (FastDecoder with fp16 weights); and drumgen's default. The start-up alone has the
+    # default with the model loaded first instead, which isolates the page-first start
+    old = {"DRUMGEN_ENGINE": "fast", "DRUMGEN_WEIGHTS": "own", "DRUMGEN_AUDIO": "ogg",
+           "DRUMGEN_PRELOAD": "before"}
+    old_name = " ".join(f"{k}={v}" for k, v in old.items())
     if args.starts:
         return start_ups({old_name: old, "DRUMGEN_PRELOAD=before": {"DRUMGEN_PRELOAD": "before"},
                           "default": {}}, args.starts)
-    results = {name: measure(args, env) for name, env in {old_name: old, "default": {}}.items()}
+    results = {name: measure(args, env) for name, env in {
+        old_name: old, "DRUMGEN_ENGINE=fast": {"DRUMGEN_ENGINE": "fast"}, "default": {}}.items()}
     ms = lambda v, q: f"{pct(v, q) * 1000:.0f} ms" if v else "n/a"  # noqa: E731
     col = lambda calls, key: [c[key] for c in calls]  # noqa: E731
     gap = lambda calls: [c["first"] - c["server"] for c in calls]  # noqa: E731

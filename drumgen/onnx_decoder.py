@@ -1,10 +1,13 @@
 """The decoding step as one ONNX Runtime graph, built from a `DrumGPT`'s own weights.
 
 At this model size a step is a few small matrix products, and `FastDecoder` still spends most
-of it dispatching about 70 torch calls. Here the whole step (4 blocks, the head) is one
-`run` of a 50-node graph: ONNX Runtime's GroupQueryAttention reads and appends the KV cache in
-place (the cache arrays are bound as both its past and its present), so nothing is copied per
-step and no Python runs between the layers. bench/generate.py measures it against FastDecoder.
+of it dispatching about 70 torch calls, and the sampler about 25 more. Here the whole step is
+one `run` of one graph: the 4 blocks and the head, then the draw (the bias rows, the grammar's
+mask, temperature, top-k, top-p and the inverse CDF, with a uniform number drawn by the
+caller's torch generator, so the random stream is the other engines'). ONNX Runtime's
+GroupQueryAttention reads and appends the KV cache in place (the cache arrays are bound as
+both its past and its present), so nothing is copied per step and no Python runs between the
+layers. bench/generate.py measures it against FastDecoder.
 
 The weights stay fp32 (ONNX Runtime has no fp16 matrix product on x86 CPUs), so this engine
 computes what FastDecoder's "own" weights compute, up to the order of float sums: the tests
@@ -38,8 +41,9 @@ def available() -> bool:
 def _graph(model) -> bytes:
     """The serialized step graph: inputs x (the embedded tokens, [n, C]), seqlens_k (each
     row's cached length, int32 [n]), total (the longest row's length after this token, int32
-    scalar) and per layer its key and value caches [n, heads, max_len, head_size]; outputs
-    the logits [n, vocab] and the caches (bound to the same arrays as the inputs)."""
+    scalar), per layer its key and value caches [n, heads, max_len, head_size], and the
+    sampler's (see `OnnxDecoder.sample`); outputs the logits [n, vocab], the caches (bound to
+    the same arrays as the inputs), the masked logits and the drawn tokens."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -99,6 +103,43 @@ def _graph(model) -> bytes:
     h = op("LayerNormalization", [x, weight("lnf_w", t.ln_f.weight),
                                   weight("lnf_b", t.ln_f.bias)], epsilon=t.ln_f.eps)
     op("Gemm", [h, weight("head_w", model.lm_head.weight)], ["logits"], transB=1)
+
+    # The sampler, as `sampling.sample` and `warp` and `draw` do it in torch, op for op: the
+    # bias rows added and the grammar's mask applied, then temperature, top-k, top-p (over a
+    # full sort: a sort in here costs what the 64-candidate shortcut saves in torch) and the
+    # inverse-CDF draw with the caller's uniform number. Off is passed as values that change
+    # nothing: temperature 1, k = the vocabulary, top-p 2.
+    inputs += [tensor("allowed", TensorProto.BOOL, ["n", vocab]),
+               tensor("bias", TensorProto.FLOAT, ["n", vocab]),
+               tensor("u", TensorProto.FLOAT, ["n", 1]),
+               tensor("temperature", TensorProto.FLOAT, []),
+               tensor("top_k", TensorProto.INT64, [1]),
+               tensor("top_p", TensorProto.FLOAT, [])]
+    outputs += [tensor("masked", TensorProto.FLOAT, ["n", vocab]),
+                tensor("token", TensorProto.INT64, ["n", 1])]
+    minus_inf = weight("minus_inf", np.array(-np.inf, dtype=np.float32))
+    last = weight("last", np.array([-1], dtype=np.int64))
+    axis = weight("axis", np.array(-1, dtype=np.int64))
+    op("Where", ["allowed", op("Add", ["logits", "bias"]), minus_inf], ["masked"])
+    warm = op("Div", ["masked", "temperature"])
+    top = op("TopK", [warm, "top_k"], ["top_values", "top_order"], axis=-1)
+    kth = op("ReduceMin", [top, last], keepdims=1)  # the k-th largest
+    warm = op("Where", [op("Less", [warm, kth]), minus_inf, warm])
+    best = op("TopK", [op("Softmax", [warm], axis=-1),
+                       weight("vocab", np.array([vocab], dtype=np.int64))],
+              ["best", "order"], axis=-1)
+    order = "order"
+    drop = op("GreaterOrEqual", [op("Sub", [op("CumSum", [best, axis]), best]), "top_p"])
+    none_kept = op("ConstantOfShape", [op("Shape", ["masked"])])  # zeros, [n, vocab]
+    kept = op("ScatterElements", [none_kept, order,
+                                  op("Cast", [op("Not", [drop])], to=TensorProto.FLOAT)],
+              axis=-1)
+    warm = op("Where", [op("Cast", [kept], to=TensorProto.BOOL), warm, minus_inf])
+    cdf = op("CumSum", [op("Softmax", [warm], axis=-1), axis])
+    total = op("ReduceMax", [cdf, last], keepdims=1)  # the cdf's last value
+    below = op("Cast", [op("Less", [cdf, op("Mul", ["u", total])])], to=TensorProto.INT64)
+    op("Min", [op("ReduceSum", [below, last], keepdims=1),
+               weight("top_token", np.array([vocab - 1], dtype=np.int64))], ["token"])
     graph = helper.make_graph(nodes, "drumgen_step", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
                                                     helper.make_opsetid("com.microsoft", 1)])
@@ -176,7 +217,16 @@ class OnnxDecoder:
         self.x = np.zeros((n, self.wte.shape[1]), np.float32)
         self.seqlens = np.zeros(n, np.int32)
         self.total = np.zeros((), np.int32)
-        self.logits = np.zeros((n, self.wte.shape[0]), np.float32)
+        vocab = self.wte.shape[0]
+        self.logits = np.zeros((n, vocab), np.float32)
+        self.allowed = np.ones((n, vocab), np.bool_)
+        self.bias = np.zeros((n, vocab), np.float32)
+        self.u = np.full((n, 1), 0.5, np.float32)
+        self.temperature = np.ones((), np.float32)
+        self.top_k = np.array([vocab], np.int64)
+        self.top_p = np.full((), 2.0, np.float32)
+        self.masked = np.zeros((n, vocab), np.float32)
+        self.token = np.zeros((n, 1), np.int64)
         io = self.io = self.session.io_binding()
 
         def bind(name: str, array: np.ndarray, output: bool = False) -> None:
@@ -187,6 +237,10 @@ class OnnxDecoder:
         bind("seqlens_k", self.seqlens)
         bind("total", self.total)
         bind("logits", self.logits, output=True)
+        for name in ("allowed", "bias", "u", "temperature", "top_k", "top_p"):
+            bind(name, getattr(self, name))
+        bind("masked", self.masked, output=True)
+        bind("token", self.token, output=True)
         for i, (k, v) in enumerate(zip(self.keys, self.values, strict=True)):
             bind(f"past_key{i}", k)
             bind(f"past_value{i}", v)
@@ -203,6 +257,30 @@ class OnnxDecoder:
 
     def step(self, ids: torch.Tensor) -> torch.Tensor:
         """Feed one token per live row; returns the logits after it."""
+        self._run(ids)
+        return torch.from_numpy(self.logits.copy())  # the buffer is the next step's output
+
+    def sample(self, ids: torch.Tensor, allowed: torch.Tensor, bias: torch.Tensor | None,
+               u: torch.Tensor, temperature: float, top_k: int,
+               top_p: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Feed one token per live row and draw the next in the same call, as `sampling.sample`
+        draws it: `allowed` the grammar's masks, `bias` the rows to add (None: none), `u` one
+        uniform number in (0, 1] per row. Returns the tokens [n, 1] and the masked logits the
+        draw started from (what `sample`'s `observe` sees)."""
+        vocab = self.wte.shape[0]
+        self.allowed[:] = allowed.numpy()
+        if bias is None:
+            self.bias.fill(0.0)
+        else:
+            self.bias[:] = bias.numpy()
+        self.u[:] = u.numpy()
+        self.temperature[()] = max(temperature, 1e-5)
+        self.top_k[0] = top_k if 0 < top_k < vocab else vocab
+        self.top_p[()] = top_p if 0 < top_p < 1 else 2.0
+        self._run(ids)
+        return torch.from_numpy(self.token.copy()), torch.from_numpy(self.masked.copy())
+
+    def _run(self, ids: torch.Tensor) -> None:
         np.add(self.wte[ids[:, 0].numpy()], self.wpe[self.pos], out=self.x)
         self.x += self.style
         self.seqlens[:] = self.lengths  # GroupQueryAttention's seqlens_k: total length - 1
@@ -210,4 +288,3 @@ class OnnxDecoder:
         self.session.run_with_iobinding(self.io)
         self.lengths += 1
         self.pos += 1
-        return torch.from_numpy(self.logits.copy())  # the buffer is the next step's output

@@ -314,6 +314,7 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
         beat, tok = torch.ones((n, 1), device=device), grammars[0].tok
         bias = bias.to(device)
     for step in range(max_new):
+        nxt = None
         if fast is not None and step == 0:
             logits = fast.start(ids, attn, styles, width + max_new, style_strength).float()
             live = list(range(n))
@@ -324,10 +325,14 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             if len(now) < len(live):
                 fast.keep(torch.tensor([live.index(i) for i in now], device=device))
                 live = now
-            if len(live) == n:
+            rows = None if len(live) == n else torch.tensor(live, device=device)
+            if engine == "onnx":  # the step and the draw in one call, as below
+                rows_bias = None if bias is None else beat * bias[_bias_steps(grammars, device)]
+                nxt, logits = _onnx_draw(fast, step_ids, rows, grammars, generator, rows_bias,
+                                         temperature, top_k, top_p, vocab, observe is not None)
+            elif rows is None:
                 logits = fast.step(step_ids).float()
             else:
-                rows = torch.tensor(live, device=device)
                 logits = torch.zeros((n, vocab), device=device)
                 logits[rows] = fast.step(step_ids[rows]).float()
         elif engine == "hf":
@@ -341,12 +346,12 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
             logits = model(input_ids=ids, style_ids=styles, attention_mask=attn,
                            position_ids=positions, use_cache=False,
                            style_strength=style_strength).logits[:, -1].float()
-        if bias is not None:
-            at = torch.tensor([max(g.state.pos, 0) for g in grammars], device=device)
-            logits = logits + beat * bias[at]
-        logits = logits.masked_fill(~masks(grammars, device), float("-inf"))
-        probs = warp(logits, temperature, top_k, top_p).softmax(-1)
-        nxt = draw(probs, generator)
+        if nxt is None:
+            if bias is not None:
+                logits = logits + beat * bias[_bias_steps(grammars, device)]
+            logits = logits.masked_fill(~masks(grammars, device), float("-inf"))
+            probs = warp(logits, temperature, top_k, top_p).softmax(-1)
+            nxt = draw(probs, generator)
         done = True
         for i, (g, t) in enumerate(zip(grammars, nxt[:, 0].tolist(), strict=True)):
             if g.state.phase != "DONE":
@@ -368,6 +373,37 @@ def sample(model, prompts: list[list[int]], style: int, grammars: list[Grammar],
         for g in grammars:  # leave room to close every bar before the context runs out
             g.budget = max_new - step - 1
     return out
+
+
+def _bias_steps(grammars: list[Grammar], device: torch.device) -> torch.Tensor:
+    """Each row's step of the bar, the row of the bias table it plays with."""
+    return torch.tensor([max(g.state.pos, 0) for g in grammars], device=device)
+
+
+def _onnx_draw(decoder, step_ids: torch.Tensor, rows: torch.Tensor | None,
+               grammars: list[Grammar], generator: torch.Generator, bias: torch.Tensor | None,
+               temperature: float, top_k: int, top_p: float, vocab: int,
+               observed: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The onnx engine's step and draw in one call, for the `rows` still live (None: all).
+    The uniform numbers are drawn for every row, as `draw` draws them, so the random stream
+    is the same as the other engines'; a finished row gets PAD, as `draw` gives it. Returns
+    the tokens and, if `observed`, the masked logits of every row (zeros for finished ones)."""
+    n = len(grammars)
+    u = 1 - torch.rand((n, 1), generator=generator)  # as `draw`: in (0, 1]
+    allowed = masks(grammars, u.device)
+    if rows is None:
+        token, masked = decoder.sample(step_ids, allowed, bias, u, temperature, top_k, top_p)
+        return token, masked if observed else None
+    token, masked = decoder.sample(step_ids[rows], allowed[rows],
+                                   None if bias is None else bias[rows], u[rows], temperature,
+                                   top_k, top_p)
+    nxt = torch.full((n, 1), grammars[0].tok.pad, dtype=torch.long)
+    nxt[rows] = token
+    if not observed:
+        return nxt, None
+    logits = torch.zeros((n, vocab))
+    logits[rows] = masked
+    return nxt, logits
 
 
 class GrammarLogitsProcessor(LogitsProcessor):

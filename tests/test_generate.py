@@ -463,3 +463,36 @@ def test_the_onnx_engine_steps_the_models_logits_and_follows_its_weights(gen):
         changed = twin(input_ids=ids[:1], style_ids=style[:1]).logits[0]
     assert torch.allclose(stepped(twin), changed[2:], atol=1e-4)
     assert not torch.allclose(changed, ref, atol=1e-3)
+
+
+@pytest.mark.parametrize("temperature, top_k, top_p", [(0.8, 20, 0.9), (1.3, 0, 1.0),
+                                                       (1.0, 5, 0.5), (1.0, 0, 0.98)])
+def test_the_onnx_engines_draw_is_torchs_under_every_sampling_knob(gen, temperature, top_k,
+                                                                  top_p):
+    """The onnx engine draws inside its graph (temperature, top-k, top-p, the inverse CDF):
+    it picks FastDecoder's tokens, and `observe` sees the same masked logits, for 3 rows
+    of different lengths (rows finish and drop out at different steps)."""
+    tok = gen.tokenizer
+
+    def run(engine):
+        seen = []
+        grammars = []
+        for bars in (1, 2, 3):
+            g = Grammar(tok, bars, [False] * bars)
+            for t in (tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]):
+                g.advance(t)
+            grammars.append(g)
+        out = sample(gen.bundle.model, [[tok.bos, tok.ids["TEMPO_4"], tok.ids["DENS_4"]]] * 3,
+                     2, grammars, torch.Generator().manual_seed(11), temperature, top_k, top_p,
+                     300, engine=engine, weights="own",
+                     observe=lambda row, t, logits: seen.append((row, t, logits.clone())))
+        return out, seen
+
+    fast, fast_seen = run("fast")
+    onnx, onnx_seen = run("onnx")
+    assert onnx == fast
+    assert [r[:2] for r in onnx_seen] == [r[:2] for r in fast_seen]
+    for (_, _, a), (_, _, b) in zip(onnx_seen, fast_seen, strict=True):
+        finite = torch.isfinite(b)
+        assert torch.equal(torch.isfinite(a), finite)
+        assert torch.allclose(a[finite], b[finite], atol=1e-4)

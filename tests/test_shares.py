@@ -90,9 +90,10 @@ def test_biases_play_in_beat_bars_and_not_in_fills(folder):
     assert gen.bundle.logit_bias("rock") is None
 
 
-@pytest.mark.parametrize("engine", ["naive", "hf"])
+@pytest.mark.parametrize("engine", ["naive", "hf", "onnx"])
 def test_engines_apply_the_same_biases(shipped, engine):
-    """The fast decoder and the reference engines pick the same tokens under a bias table."""
+    """The fast decoder, the onnx engine (which adds the bias inside its graph) and the
+    reference engines pick the same tokens under a bias table."""
     gen = Generator.load(shipped, device="cpu")
     tok = gen.tokenizer
     rng = np.random.default_rng(0)
