@@ -419,6 +419,8 @@ def test_drumgen_engine_setting_is_read_and_checked(monkeypatch, gen):
     monkeypatch.delenv("DRUMGEN_ENGINE", raising=False)
     assert decoder_engine() == "auto"
     assert resolve_engine("auto", gen.bundle.model.transformer.wte.weight) == "onnx"
+    from drumgen import onnx_decoder  # built when the model loaded, not in the first request
+    assert onnx_decoder._sessions.get(gen.bundle.model) is not None
     monkeypatch.setenv("DRUMGEN_ENGINE", " Fast ")
     assert decoder_engine() == "fast"
     monkeypatch.setenv("DRUMGEN_ENGINE", "tensorrt")
