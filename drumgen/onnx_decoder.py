@@ -24,7 +24,7 @@ import weakref
 import numpy as np
 import torch
 
-from .sampling import FastDecoder
+from .sampling import NUCLEUS_CANDIDATES, FastDecoder
 
 
 @functools.cache
@@ -50,7 +50,7 @@ def _graph(model) -> bytes:
     cfg, t = model.config, model.transformer
     width, heads = cfg.n_embd, cfg.n_head
     size, vocab = width // heads, cfg.vocab_size
-    inits, nodes = [], []
+    inits, scopes, count = [], [[]], iter(range(10**6))  # scopes: the graph, then any branch
 
     def weight(name: str, value) -> str:
         array = value.detach().cpu().float().numpy() if torch.is_tensor(value) else value
@@ -58,10 +58,28 @@ def _graph(model) -> bytes:
         return name
 
     def op(kind: str, inputs: list[str], outputs: list[str] | None = None, **attrs) -> str:
-        outputs = outputs or [f"{kind}_{len(nodes)}"]
+        outputs = outputs or [f"{kind}_{next(count)}"]
         domain = "com.microsoft" if kind == "GroupQueryAttention" else ""
-        nodes.append(helper.make_node(kind, inputs, outputs, domain=domain, **attrs))
+        scopes[-1].append(helper.make_node(kind, inputs, outputs, domain=domain, **attrs))
         return outputs[0]
+
+    def branch(build, outputs: list[tuple[str, int]]) -> onnx.GraphProto:
+        """An If branch: the nodes `build` adds, ending in `outputs` (name, element type)."""
+        scopes.append([])
+        build()
+        return helper.make_graph(scopes.pop(), f"branch_{next(count)}", [],
+                                 [tensor(name, kind, None) for name, kind in outputs])
+
+    def either(cond: str, then, otherwise, outputs: list[tuple[str, int]]) -> list[str]:
+        """`then()` if `cond`, else `otherwise()`: each makes its own copy of `outputs`."""
+        tag = next(count)
+        names = [f"{name}_{tag}" for name, _ in outputs]
+        yes = branch(lambda: then([f"{n}_then" for n in names]),
+                     [(f"{n}_then", k) for n, (_, k) in zip(names, outputs, strict=True)])
+        no = branch(lambda: otherwise([f"{n}_else" for n in names]),
+                    [(f"{n}_else", k) for n, (_, k) in zip(names, outputs, strict=True)])
+        op("If", [cond], names, then_branch=yes, else_branch=no)
+        return names
 
     def tensor(name: str, kind, shape) -> onnx.ValueInfoProto:
         return helper.make_tensor_value_info(name, kind, shape)
@@ -104,43 +122,56 @@ def _graph(model) -> bytes:
                                   weight("lnf_b", t.ln_f.bias)], epsilon=t.ln_f.eps)
     op("Gemm", [h, weight("head_w", model.lm_head.weight)], ["logits"], transB=1)
 
-    # The sampler, as `sampling.sample` and `warp` and `draw` do it in torch, op for op: the
-    # bias rows added and the grammar's mask applied, then temperature, top-k, top-p (over a
-    # full sort: a sort in here costs what the 64-candidate shortcut saves in torch) and the
-    # inverse-CDF draw with the caller's uniform number. Off is passed as values that change
-    # nothing: temperature 1, k = the vocabulary, top-p 2.
+    # The sampler, as `sampling.sample`, `warp` and `draw` do it in torch: the bias rows added
+    # and the grammar's mask applied, then temperature, top-k and top-p, and the inverse-CDF
+    # draw with the caller's uniform number. Top-k and top-p run only when on (If branches:
+    # a full sort of the vocabulary per row was a fifth of a batch-8 step), and top-p sorts
+    # in full only when a row's NUCLEUS_CANDIDATES best hold less than top_p, as `warp` does.
+    f32, i64 = TensorProto.FLOAT, TensorProto.INT64
     inputs += [tensor("allowed", TensorProto.BOOL, ["n", vocab]),
-               tensor("bias", TensorProto.FLOAT, ["n", vocab]),
-               tensor("u", TensorProto.FLOAT, ["n", 1]),
-               tensor("temperature", TensorProto.FLOAT, []),
-               tensor("top_k", TensorProto.INT64, [1]),
-               tensor("top_p", TensorProto.FLOAT, [])]
-    outputs += [tensor("masked", TensorProto.FLOAT, ["n", vocab]),
-                tensor("token", TensorProto.INT64, ["n", 1])]
+               tensor("bias", f32, ["n", vocab]), tensor("u", f32, ["n", 1]),
+               tensor("temperature", f32, []), tensor("use_top_k", TensorProto.BOOL, []),
+               tensor("top_k", i64, [1]), tensor("use_top_p", TensorProto.BOOL, []),
+               tensor("top_p", f32, [])]
+    outputs += [tensor("masked", f32, ["n", vocab]), tensor("token", i64, ["n", 1])]
     minus_inf = weight("minus_inf", np.array(-np.inf, dtype=np.float32))
     last = weight("last", np.array([-1], dtype=np.int64))
     axis = weight("axis", np.array(-1, dtype=np.int64))
+    candidates = weight("candidates", np.array([min(NUCLEUS_CANDIDATES, vocab)], np.int64))
+    everything = weight("everything", np.array([vocab], dtype=np.int64))
     op("Where", ["allowed", op("Add", ["logits", "bias"]), minus_inf], ["masked"])
     warm = op("Div", ["masked", "temperature"])
-    top = op("TopK", [warm, "top_k"], ["top_values", "top_order"], axis=-1)
-    kth = op("ReduceMin", [top, last], keepdims=1)  # the k-th largest
-    warm = op("Where", [op("Less", [warm, kth]), minus_inf, warm])
-    best = op("TopK", [op("Softmax", [warm], axis=-1),
-                       weight("vocab", np.array([vocab], dtype=np.int64))],
-              ["best", "order"], axis=-1)
-    order = "order"
-    drop = op("GreaterOrEqual", [op("Sub", [op("CumSum", [best, axis]), best]), "top_p"])
-    none_kept = op("ConstantOfShape", [op("Shape", ["masked"])])  # zeros, [n, vocab]
-    kept = op("ScatterElements", [none_kept, order,
-                                  op("Cast", [op("Not", [drop])], to=TensorProto.FLOAT)],
-              axis=-1)
-    warm = op("Where", [op("Cast", [kept], to=TensorProto.BOOL), warm, minus_inf])
+
+    def top_k(out):
+        kth = op("ReduceMin", [op("TopK", [warm, "top_k"], [f"{out[0]}_v", f"{out[0]}_i"],
+                                  axis=-1), last], keepdims=1)  # the k-th largest
+        op("Where", [op("Less", [warm, kth]), minus_inf, warm], out)
+
+    warm = either("use_top_k", top_k, lambda out: op("Identity", [warm], out), [("k", f32)])[0]
+
+    def top_p(out):
+        probs = op("Softmax", [warm], axis=-1)
+        few = op("TopK", [probs, candidates], ["few_best", "few_order"], axis=-1)
+        short = op("Less", [op("ReduceSum", [few, last], keepdims=1), "top_p"])
+        short = op("Cast", [op("ReduceMax", [op("Cast", [short], to=f32)], keepdims=0)],
+                   to=TensorProto.BOOL)  # any row
+        best, order = either(
+            short, lambda o: op("TopK", [probs, everything], o, axis=-1),
+            lambda o: (op("Identity", [few], [o[0]]), op("Identity", ["few_order"], [o[1]])),
+            [("best", f32), ("order", i64)])
+        drop = op("GreaterOrEqual", [op("Sub", [op("CumSum", [best, axis]), best]), "top_p"])
+        none_kept = op("ConstantOfShape", [op("Shape", [warm])])  # zeros, [n, vocab]
+        kept = op("ScatterElements", [none_kept, order, op("Cast", [op("Not", [drop])],
+                                                           to=f32)], axis=-1)
+        op("Where", [op("Cast", [kept], to=TensorProto.BOOL), warm, minus_inf], out)
+
+    warm = either("use_top_p", top_p, lambda out: op("Identity", [warm], out), [("p", f32)])[0]
     cdf = op("CumSum", [op("Softmax", [warm], axis=-1), axis])
     total = op("ReduceMax", [cdf, last], keepdims=1)  # the cdf's last value
-    below = op("Cast", [op("Less", [cdf, op("Mul", ["u", total])])], to=TensorProto.INT64)
+    below = op("Cast", [op("Less", [cdf, op("Mul", ["u", total])])], to=i64)
     op("Min", [op("ReduceSum", [below, last], keepdims=1),
                weight("top_token", np.array([vocab - 1], dtype=np.int64))], ["token"])
-    graph = helper.make_graph(nodes, "drumgen_step", inputs, outputs, inits)
+    graph = helper.make_graph(scopes[0], "drumgen_step", inputs, outputs, inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20),
                                                     helper.make_opsetid("com.microsoft", 1)])
     proto.ir_version = 10
@@ -223,8 +254,8 @@ class OnnxDecoder:
         self.bias = np.zeros((n, vocab), np.float32)
         self.u = np.full((n, 1), 0.5, np.float32)
         self.temperature = np.ones((), np.float32)
-        self.top_k = np.array([vocab], np.int64)
-        self.top_p = np.full((), 2.0, np.float32)
+        self.use_top_k, self.top_k = np.zeros((), np.bool_), np.array([vocab], np.int64)
+        self.use_top_p, self.top_p = np.zeros((), np.bool_), np.ones((), np.float32)
         self.masked = np.zeros((n, vocab), np.float32)
         self.token = np.zeros((n, 1), np.int64)
         io = self.io = self.session.io_binding()
@@ -237,7 +268,8 @@ class OnnxDecoder:
         bind("seqlens_k", self.seqlens)
         bind("total", self.total)
         bind("logits", self.logits, output=True)
-        for name in ("allowed", "bias", "u", "temperature", "top_k", "top_p"):
+        for name in ("allowed", "bias", "u", "temperature", "use_top_k", "top_k", "use_top_p",
+                     "top_p"):
             bind(name, getattr(self, name))
         bind("masked", self.masked, output=True)
         bind("token", self.token, output=True)
@@ -275,8 +307,10 @@ class OnnxDecoder:
             self.bias[:] = bias.numpy()
         self.u[:] = u.numpy()
         self.temperature[()] = max(temperature, 1e-5)
-        self.top_k[0] = top_k if 0 < top_k < vocab else vocab
-        self.top_p[()] = top_p if 0 < top_p < 1 else 2.0
+        self.use_top_k[()] = bool(top_k and top_k < vocab)
+        self.top_k[0] = top_k if self.use_top_k else vocab
+        self.use_top_p[()] = 0 < top_p < 1
+        self.top_p[()] = top_p
         self._run(ids)
         return torch.from_numpy(self.token.copy()), torch.from_numpy(self.masked.copy())
 
