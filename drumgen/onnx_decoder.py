@@ -19,6 +19,7 @@ GroupQueryAttention keeps each row's keys at positions 0 to its length, not left
 from __future__ import annotations
 
 import functools
+import threading
 import weakref
 
 import numpy as np
@@ -182,10 +183,15 @@ def _graph(model) -> bytes:
 def session(model):
     """The model's step session, built once (about 0.1 s) and again when any weight changes
     in place (as training does), on the calling thread's torch thread count."""
-    import onnxruntime as ort
-
     tensors = list(model.parameters())
     key = (tuple((w.data_ptr(), w._version) for w in tensors), torch.get_num_threads())
+    with _sessions_lock:  # one build per model and key, whichever thread asks first
+        return _session(model, key)
+
+
+def _session(model, key: tuple):
+    import onnxruntime as ort
+
     cached = _sessions.get(model)
     if cached is None or cached[0] != key:
         options = ort.SessionOptions()
@@ -203,6 +209,7 @@ def session(model):
 
 # beside the model, not on it: a session cannot be deep-copied, and a model can
 _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_sessions_lock = threading.Lock()
 
 
 class OnnxDecoder:
