@@ -195,30 +195,31 @@ def half_weights_available() -> bool:
 
 def resolve_weights(weights: str, model_weight: torch.Tensor) -> str:
     """"fp16" or "own" for a `weights` setting and a model (one of its weight tensors)."""
-    if weights not in WEIGHTS:
-        raise ValueError(f"weights must be one of {', '.join(WEIGHTS)}; got {weights!r}")
     can = (model_weight.device.type == "cpu" and model_weight.dtype == torch.float32
            and half_weights_available())
-    if weights == "fp16" and not can:
-        raise ValueError("weights='fp16' needs an fp32 model on the CPU and fbgemm's fp16 "
-                         "linear, which this torch lacks; use weights='own'")
-    if weights == "auto":
-        return "fp16" if can else "own"
-    return weights
+    return _choose("weights", weights, WEIGHTS, can, "fp16", "own",
+                   "an fp32 model on the CPU and fbgemm's fp16 linear, which this torch lacks")
 
 
 def resolve_engine(engine: str, model_weight: torch.Tensor) -> str:
     """"onnx" or "fast" for a `DECODERS` setting and a model (one of its weight tensors)."""
     from . import onnx_decoder
-    if engine not in DECODERS:
-        raise ValueError(f"engine must be one of {', '.join(DECODERS)}; got {engine!r}")
     can = model_weight.device.type == "cpu" and onnx_decoder.available()
-    if engine == "onnx" and not can:
-        raise ValueError("engine='onnx' needs onnxruntime and onnx installed and the model on "
-                         "the CPU; use engine='fast'")
-    if engine == "auto":
-        return "onnx" if can else "fast"
-    return engine
+    return _choose("engine", engine, DECODERS, can, "onnx", "fast",
+                   "onnxruntime and onnx installed and the model on the CPU")
+
+
+def _choose(name: str, value: str, choices: tuple, can: bool, best: str, plain: str,
+            needs: str) -> str:
+    """A setting among `choices`: "auto" is `best` where the machine `can`, else `plain`;
+    asking for `best` where it cannot is an error that says what it `needs`."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    if value == best and not can:
+        raise ValueError(f"{name}={best!r} needs {needs}; use {name}={plain!r}")
+    if value == "auto":
+        return best if can else plain
+    return value
 
 
 def _step_layers(block) -> tuple:
