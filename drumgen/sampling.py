@@ -6,7 +6,9 @@ cache bookkeeping to every step, and even a plain loop over the Hugging Face for
 `DynamicCache` spends most of a step in module dispatch and mask building. `FastDecoder` runs
 the same weights as straight tensor calls with a preallocated cache; bench/generate.py measures
 it against the Hugging Face cached loop, `generate()` and the naive no-cache loop, and
-tests/test_generate.py checks that it picks the same tokens as the naive loop. The grammar
+tests/test_generate.py checks that it picks the same tokens as the naive loop. On CPU the
+default engine is `onnx_decoder.OnnxDecoder` instead, which runs the step and the draw below
+as one ONNX Runtime graph (`_onnx_draw`); the same tests hold it to the same tokens. The grammar
 mask comes first, then temperature, top-k and top-p, as in `generate()`'s processor order.
 `GrammarLogitsProcessor` offers the grammar's mask to `generate()` (bench/generate.py times
 it). It does not know how many tokens `generate()` may still add, so it never closes bars
