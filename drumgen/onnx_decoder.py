@@ -212,6 +212,13 @@ _sessions: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _sessions_lock = threading.Lock()
 
 
+def _take(cache: np.ndarray, rows: np.ndarray, used: int) -> np.ndarray:
+    """`rows` of a cache, copying only its first `used` positions (the rest stay zeros)."""
+    out = np.zeros((len(rows), *cache.shape[1:]), cache.dtype)
+    out[:, :, :used] = cache[rows, :, :used]
+    return out
+
+
 class OnnxDecoder:
     """`FastDecoder`'s interface (start, step, keep) with the steps run by `session`."""
 
@@ -288,9 +295,9 @@ class OnnxDecoder:
 
     def keep(self, rows: torch.Tensor) -> None:
         """Drop finished rows: later steps compute only `rows` (indices into the live rows)."""
-        take = rows.numpy()
-        self.keys = [k[take] for k in self.keys]
-        self.values = [v[take] for v in self.values]
+        take, used = rows.numpy(), int(self.lengths.max())
+        self.keys = [_take(k, take, used) for k in self.keys]
+        self.values = [_take(v, take, used) for v in self.values]
         self.lengths, self.pos, self.style = self.lengths[take], self.pos[take], self.style[take]
         self._bind()
 
