@@ -28,7 +28,7 @@ from drumgen.constants import DENSITY_NAMES, DRUMS, MIDI_LAYOUTS  # noqa: E402
 from drumgen.folders import GenerationDefaults, ModelError  # noqa: E402
 from drumgen.pattern import MidiError  # noqa: E402
 from drumgen.requests import DrumifyRequest, GrooveRequest, RegenerateRequest, Request  # noqa: E402
-from drumgen.schema import PARAMS, RequestError, markdown_table  # noqa: E402
+from drumgen.schema import PARAMS, RequestError, markdown_table, setting  # noqa: E402
 
 # The work (models, kits, rendering, files, training) goes through `service`; the rest of
 # drumgen imported here is requests, errors, constants and text (tests/test_layout.py).
@@ -1113,10 +1113,7 @@ PRELOAD = ("after", "before")
 
 def preload_first() -> bool:
     """Whether $DRUMGEN_PRELOAD asks for the model before the page; a bad value is refused."""
-    raw = os.environ.get("DRUMGEN_PRELOAD", "").strip().lower() or PRELOAD[0]
-    if raw not in PRELOAD:
-        raise ValueError(f"DRUMGEN_PRELOAD must be one of {', '.join(PRELOAD)}; got {raw!r}")
-    return raw == "before"
+    return setting("DRUMGEN_PRELOAD", PRELOAD) == "before"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -25,7 +25,7 @@ from .folders import DEFAULT_MODEL, MODELS_DIR  # noqa: F401  (re-exported)
 from .pattern import MidiError, Pattern
 from .requests import Request  # noqa: F401  (re-exported: its home before requests.py)
 from .sampling import DECODERS, WEIGHTS, resolve_engine, sample
-from .schema import RequestError
+from .schema import RequestError, setting
 from .tokenizer import Grammar, density_bucket, tempo_bucket
 
 MAX_PASS_BARS = 8  # bars one pass may hold: the model trains on 8-bar windows
@@ -73,20 +73,14 @@ def decoder_weights() -> str:
     copies on a CPU whose torch has fbgemm's fp16 linear. "own" decodes with the model's own
     fp32 matrices, as drumgen did before fp16 (bench/generate.py and bench/app_load.py time
     both)."""
-    raw = os.environ.get("DRUMGEN_WEIGHTS", "").strip().lower() or "auto"
-    if raw not in WEIGHTS:
-        raise ValueError(f"DRUMGEN_WEIGHTS must be one of {', '.join(WEIGHTS)}; got {raw!r}")
-    return raw
+    return setting("DRUMGEN_WEIGHTS", WEIGHTS)
 
 
 def decoder_engine() -> str:
     """The decoder that steps a groove: $DRUMGEN_ENGINE (see `sampling.DECODERS`), else
     "auto": the onnx engine on a CPU where onnxruntime is installed, else FastDecoder ("fast",
     with $DRUMGEN_WEIGHTS). bench/generate.py and bench/app_load.py time both."""
-    raw = os.environ.get("DRUMGEN_ENGINE", "").strip().lower() or "auto"
-    if raw not in DECODERS:
-        raise ValueError(f"DRUMGEN_ENGINE must be one of {', '.join(DECODERS)}; got {raw!r}")
-    return raw
+    return setting("DRUMGEN_ENGINE", DECODERS)
 
 
 def on_inference_thread(fn, *args, **kwargs):

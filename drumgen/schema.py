@@ -1,13 +1,15 @@
-"""Every request parameter's range, declared once.
+"""Every request parameter's range, declared once, and the reader of drumgen's settings.
 
 `Request.validate` and the edit requests check values with `check`; the app builds its
 sliders from `PARAMS`; the CLI's `--help`, the About tab and the README's parameter table are
-written from `markdown_table` (a test holds the README to it).
+written from `markdown_table` (a test holds the README to it). `setting` reads a `DRUMGEN_*`
+environment variable that names one of a few choices.
 """
 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 
 from .constants import DENSITY_NAMES, MAX_BARS, MAX_EDIT_BARS, MIDI_LAYOUTS
@@ -75,6 +77,15 @@ CHOICES: dict[str, tuple[str, ...]] = {
     "density": ("auto", *DENSITY_NAMES),
     "midi_layout": MIDI_LAYOUTS,
 }
+
+
+def setting(name: str, choices: tuple[str, ...]) -> str:
+    """$`name`, one of `choices` (case and spaces aside), else the first choice when unset or
+    empty; any other value is refused by name."""
+    raw = os.environ.get(name, "").strip().lower() or choices[0]
+    if raw not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {raw!r}")
+    return raw
 
 
 def check(key: str, value) -> None:

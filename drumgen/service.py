@@ -23,7 +23,7 @@ from .folders import DEFAULT_MODEL, FILES, MODELS_DIR, GenerationDefaults, read_
 from .pattern import MAX_MIDI_BYTES, atomic_write_bytes
 from .render import Renderer, RenderError, UnknownKit, encode
 from .requests import Request
-from .schema import RequestError
+from .schema import RequestError, setting
 
 USER_MODELS = Path(os.environ.get("DRUMGEN_USER_MODELS",
                                   Path(__file__).resolve().parent.parent / "runs" / "models"))
@@ -39,9 +39,7 @@ _player = {"suffix": ".ogg"}  # what `package` writes; the app sets it at launch
 
 def player_audio(server_name: str, share: bool = False) -> str:
     """The player's file suffix (".ogg" or ".flac") for an app serving `server_name`."""
-    raw = os.environ.get("DRUMGEN_AUDIO", "").strip().lower() or "auto"
-    if raw not in PLAYER_AUDIO:
-        raise ValueError(f"DRUMGEN_AUDIO must be one of {', '.join(PLAYER_AUDIO)}; got {raw!r}")
+    raw = setting("DRUMGEN_AUDIO", PLAYER_AUDIO)
     if raw == "auto":
         local = server_name in ("127.0.0.1", "localhost", "::1") and not share
         raw = "flac" if local else "ogg"

@@ -26,7 +26,7 @@ APP_MAY_IMPORT = {
     "drumgen.folders": {"GenerationDefaults", "ModelError"},
     "drumgen.pattern": {"MidiError"},
     "drumgen.requests": {"DrumifyRequest", "GrooveRequest", "RegenerateRequest", "Request"},
-    "drumgen.schema": {"PARAMS", "RequestError", "markdown_table"},
+    "drumgen.schema": {"PARAMS", "RequestError", "markdown_table", "setting"},
 }
 
 
